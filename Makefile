@@ -1,0 +1,37 @@
+# Two entry points: `make demo` and `make test` (contract §1). Both create .venv if missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SRC_FILES := pyproject.toml
+
+.PHONY: demo test lint typecheck bench clean
+
+$(PY):
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"' || \
+	  (echo "switchboard: Python 3.11 or newer is required (found $$($(PYTHON) --version))" && exit 1)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): $(PY) $(SRC_FILES)
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/switchboard demo
+
+test: $(STAMP)
+	$(PY) -m ruff check src tests
+	PYTHONASYNCIODEBUG=1 $(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(PY) -m ruff check src tests
+
+typecheck: $(STAMP)
+	$(PY) -m mypy
+
+bench: $(STAMP)
+	$(PY) bench/bridge_latency.py
+
+clean:
+	rm -rf $(VENV) var

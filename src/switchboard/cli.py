@@ -1,0 +1,72 @@
+"""The `switchboard` console script: serve, tenants load, call, demo (contract §1).
+
+Thin: parses arguments and hands off to the service packages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+DEFAULT_PORTS = {"voice": 8080, "ai": 8081, "app": 8082, "engine": 8083}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="switchboard", description="AI voice agent for phone calls.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run a service (production style, uvicorn)")
+    serve.add_argument("service", choices=["voice", "ai", "app", "engine", "all"])
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=None)
+
+    tenants = sub.add_parser("tenants", help="manage tenants (bot profiles)")
+    tenants_sub = tenants.add_subparsers(dest="tenants_command", required=True)
+    load = tenants_sub.add_parser("load", help="load or update tenants from a YAML file")
+    load.add_argument("file")
+
+    call = sub.add_parser("call", help="simulate a caller against a running voice server, as Twilio would")
+    call.add_argument("--voice-url", default="http://127.0.0.1:8080", help="the voice server's base URL")
+    call.add_argument("--to", default="+15551230001", help="the number dialled (routes to a tenant)")
+    call.add_argument("--from", dest="from_number", default="+15557654321", help="the caller's number")
+    call.add_argument("--say", action="append", default=[], help="a sentence to speak (repeatable)")
+    call.add_argument("--wav", default=None, help="a WAV file to stream instead of sentences")
+    call.add_argument("--barge-in", action="store_true", help="interrupt the agent's first answer")
+    call.add_argument("--record", default=None, help="write the call as a two-channel WAV here")
+    call.add_argument("--timeout-s", type=float, default=120.0)
+
+    sub.add_parser("demo", help="start everything on embedded defaults and place a simulated call")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from switchboard.config import SettingsError
+
+    try:
+        if args.command == "serve":
+            from switchboard.serving import serve
+
+            port = args.port if args.port is not None else DEFAULT_PORTS.get(args.service, 8080)
+            return serve(args.service, host=args.host, port=port)
+        if args.command == "tenants":
+            from switchboard.knowledge.commands import load_tenants_command
+
+            return load_tenants_command(args.file)
+        if args.command == "call":
+            from switchboard.simulator.command import call_command
+
+            return call_command(args)
+        if args.command == "demo":
+            from switchboard.demo import demo_command
+
+            return demo_command()
+    except SettingsError as exc:
+        print(f"switchboard: {exc}", file=sys.stderr)
+        return 2
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,109 @@
+"""Typed settings per service, read once at start-up from the environment (contract §2).
+
+A missing or malformed setting stops start-up with one line naming it (`SettingsError`).
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message names it."""
+
+
+_S = TypeVar("_S", bound=BaseSettings)
+
+
+def _generated_token() -> str:
+    return "local-" + secrets.token_urlsafe(24)
+
+
+class _Base(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    switchboard_service_token: str = Field(default_factory=_generated_token, alias="SWITCHBOARD_SERVICE_TOKEN")
+    switchboard_log_format: Literal["json", "console"] = Field(default="json", alias="SWITCHBOARD_LOG_FORMAT")
+    switchboard_log_level: str = Field(default="INFO", alias="SWITCHBOARD_LOG_LEVEL")
+    # development keeps pii_ fields in logs; anything else drops them.
+    switchboard_environment: str = Field(default="production", alias="SWITCHBOARD_ENVIRONMENT")
+
+
+class VoiceSettings(_Base):
+    openai_api_key: str | None = Field(default=None, alias="OPENAI_API_KEY")
+    switchboard_engine_url: str = Field(default="ws://127.0.0.1:8083/v1/realtime", alias="SWITCHBOARD_ENGINE_URL")
+    openai_realtime_url: str = Field(default="wss://api.openai.com/v1/realtime", alias="OPENAI_REALTIME_URL")
+    openai_realtime_model: str = Field(default="gpt-realtime", alias="OPENAI_REALTIME_MODEL")
+    twilio_account_sid: str | None = Field(default=None, alias="TWILIO_ACCOUNT_SID")
+    twilio_auth_token: str | None = Field(default=None, alias="TWILIO_AUTH_TOKEN")
+    twilio_api_base_url: str = Field(default="https://api.twilio.com", alias="TWILIO_API_BASE_URL")
+    twilio_validate_signatures: bool = Field(default=True, alias="TWILIO_VALIDATE_SIGNATURES")
+    public_base_url: str | None = Field(default=None, alias="PUBLIC_BASE_URL")
+    elevenlabs_api_key: str | None = Field(default=None, alias="ELEVENLABS_API_KEY")
+    elevenlabs_base_url: str = Field(default="https://api.elevenlabs.io", alias="ELEVENLABS_BASE_URL")
+    cartesia_api_key: str | None = Field(default=None, alias="CARTESIA_API_KEY")
+    cartesia_base_url: str = Field(default="https://api.cartesia.ai", alias="CARTESIA_BASE_URL")
+    ai_server_url: str = Field(default="http://127.0.0.1:8081", alias="AI_SERVER_URL")
+    app_server_url: str = Field(default="http://127.0.0.1:8082", alias="APP_SERVER_URL")
+    inactivity_prompt_s: float = Field(default=30.0, gt=0, alias="SWITCHBOARD_INACTIVITY_PROMPT_S")
+    inactivity_hangup_s: float = Field(default=30.0, gt=0, alias="SWITCHBOARD_INACTIVITY_HANGUP_S")
+    max_call_s: float = Field(default=1800.0, gt=0, alias="SWITCHBOARD_MAX_CALL_S")
+    wrap_up_s: float = Field(default=60.0, ge=0, alias="SWITCHBOARD_WRAP_UP_S")
+    thinking_delay_ms: float = Field(default=500.0, ge=0, alias="SWITCHBOARD_THINKING_DELAY_MS")
+    thinking_interval_s: float = Field(default=3.0, gt=0, alias="SWITCHBOARD_THINKING_INTERVAL_S")
+    tool_timeout_s: float = Field(default=15.0, gt=0, alias="SWITCHBOARD_TOOL_TIMEOUT_S")
+    drain_timeout_s: float = Field(default=1860.0, ge=0, alias="SWITCHBOARD_DRAIN_TIMEOUT_S")
+    # Not in the contract; our own knobs.
+    playback_lead_ms: int = Field(default=300, ge=40, alias="SWITCHBOARD_PLAYBACK_LEAD_MS")
+    preopen_claim_timeout_s: float = Field(default=10.0, gt=0, alias="SWITCHBOARD_PREOPEN_CLAIM_TIMEOUT_S")
+    realtime_connect_timeout_s: float = Field(default=10.0, gt=0, alias="SWITCHBOARD_REALTIME_CONNECT_TIMEOUT_S")
+    http_timeout_s: float = Field(default=5.0, gt=0, alias="SWITCHBOARD_HTTP_TIMEOUT_S")
+    close_timeout_s: float = Field(default=2.0, gt=0, alias="SWITCHBOARD_CLOSE_TIMEOUT_S")
+    stream_start_timeout_s: float = Field(default=10.0, gt=0, alias="SWITCHBOARD_STREAM_START_TIMEOUT_S")
+    max_frame_bytes: int = Field(default=64 * 1024, gt=0, alias="SWITCHBOARD_MAX_FRAME_BYTES")
+
+    @property
+    def uses_local_engine(self) -> bool:
+        return not self.openai_api_key
+
+    @property
+    def realtime_url(self) -> str:
+        return self.switchboard_engine_url if self.uses_local_engine else self.openai_realtime_url
+
+
+class AISettings(_Base):
+    ai_database_url: str = Field(default="sqlite+aiosqlite:///./var/ai.db", alias="AI_DATABASE_URL")
+
+
+class AppSettings(_Base):
+    app_database_url: str = Field(default="sqlite+aiosqlite:///./var/app.db", alias="APP_DATABASE_URL")
+
+
+def load_settings(cls: type[_S], **overrides: object) -> _S:
+    """Read settings once; on error raise SettingsError naming the first bad variable.
+
+    Raises:
+        SettingsError: a required setting is missing or one is malformed.
+    """
+    try:
+        return cls(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]) if first["loc"] else cls.__name__
+        field = cls.model_fields.get(name)
+        env_name = field.alias if field is not None and field.alias else name.upper()
+        raise SettingsError(f"setting {env_name} is invalid: {first['msg']}") from None
+
+
+def ensure_sqlite_folder(database_url: str) -> None:
+    """Create the folder of a relative SQLite file URL (./var/...) so the default works out of the box."""
+    prefix = "sqlite+aiosqlite:///"
+    if database_url.startswith(prefix):
+        path = database_url[len(prefix):]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
