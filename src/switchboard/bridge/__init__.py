@@ -1,0 +1,1 @@
+"""The voice server: Twilio Media Streams <-> OpenAI Realtime (GA)."""

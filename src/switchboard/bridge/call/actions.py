@@ -1,0 +1,117 @@
+"""What the core asks the adapters to do. Pure data: frozen dataclasses, imperative names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+# --- to the model -------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ConfigureModelSession:
+    """`session.update`: instructions, voice, tools, μ-law both ways, server VAD."""
+
+    instructions: str
+    voice: str
+    speed: float
+    tools: tuple[dict[str, Any], ...] = ()
+    output_modalities: tuple[str, ...] = ("audio",)
+    transcription_model: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AppendCallerAudio:
+    payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestModelResponse:
+    """`response.create`; `request_id` goes out as the event id and in the response metadata."""
+
+    request_id: str
+    instructions: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CancelModelResponse:
+    response_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TruncateModelAudio:
+    item_id: str
+    audio_end_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteModelItem:
+    item_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendToolResult:
+    """`conversation.item.create` with a `function_call_output` item."""
+
+    call_id: str
+    output: str
+
+
+# --- to the caller (Twilio) ---------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class PlayToCaller:
+    """One Twilio `media` message; `payload` is the model's base64 μ-law, untouched."""
+
+    payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendPlaybackMark:
+    name: str
+    item_id: str | None
+    audio_end_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClearCallerPlayback:
+    pass
+
+
+# --- to the rest of the system ------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class StartToolCall:
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordMessage:
+    """A message for the App server record; `seq` orders the conversation."""
+
+    seq: int
+    role: str
+    text: str
+    message_id: str
+    name: str | None = None
+    arguments: str | None = None
+    result: str | None = None
+    duration_ms: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordUsage:
+    usage: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class EndCall:
+    """End the call: close the caller's stream and the model session. Nothing runs after it."""
+
+    reason: str
+
+
+CallAction = (
+    ConfigureModelSession | AppendCallerAudio | RequestModelResponse | CancelModelResponse | TruncateModelAudio
+    | DeleteModelItem | SendToolResult | PlayToCaller | SendPlaybackMark | ClearCallerPlayback | StartToolCall
+    | RecordMessage | RecordUsage | EndCall
+)

@@ -1,0 +1,149 @@
+"""What happened on a call, as the core sees it. Pure data: frozen dataclasses, past tense.
+
+Audio payloads stay base64 strings: μ-law passes through untouched, so nothing decodes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStarted:
+    """Twilio's `start`: the caller's stream is up and audio may be played to it."""
+
+    stream_sid: str
+    call_sid: str
+    custom_parameters: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CallerAudio:
+    """One Twilio `media` frame (base64 μ-law, usually 20 ms)."""
+
+    payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlaybackMarked:
+    """Twilio echoed a mark: everything sent before it has played (or a `clear` flushed it)."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallerPressedKey:
+    digit: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallerHungUp:
+    """Twilio sent `stop` or its socket closed."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSessionOpened:
+    """The model's socket is connected and `session.created` arrived."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSessionConfigured:
+    """`session.updated` arrived."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelResponseStarted:
+    response_id: str
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelAudio:
+    """One audio delta of an assistant item (base64 μ-law)."""
+
+    response_id: str
+    item_id: str
+    payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class AssistantTranscriptDone:
+    response_id: str
+    item_id: str
+    transcript: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelResponseDone:
+    response_id: str
+    status: str
+    usage: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallerStartedSpeaking:
+    item_id: str | None = None
+    audio_start_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallerStoppedSpeaking:
+    item_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallerTurnCommitted:
+    item_id: str
+    previous_item_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallerTranscribed:
+    item_id: str
+    transcript: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallRequested:
+    """The model finished writing a function call (`response.function_call_arguments.done`)."""
+
+    response_id: str
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallFinished:
+    call_id: str
+    output: str
+    ok: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ModelErrored:
+    """An `error` event from the model. `request_id` echoes our client event id when it caused it."""
+
+    code: str | None
+    message: str
+    error_type: str | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelDisconnected:
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadlineReached:
+    """The time returned by `next_deadline()` has come."""
+
+
+CallEvent = (
+    StreamStarted | CallerAudio | PlaybackMarked | CallerPressedKey | CallerHungUp | ModelSessionOpened
+    | ModelSessionConfigured | ModelResponseStarted | ModelAudio | AssistantTranscriptDone | ModelResponseDone
+    | CallerStartedSpeaking | CallerStoppedSpeaking | CallerTurnCommitted | CallerTranscribed
+    | ToolCallRequested | ToolCallFinished | ModelErrored | ModelDisconnected | DeadlineReached
+)

@@ -1,0 +1,93 @@
+"""PlaybackLedger: model audio sent to the caller vs. marks echoed, giving the ms the caller heard.
+
+Pure: no I/O, no clock reads. Twilio echoes a mark only after all audio sent before it has played,
+and a `clear` echoes every pending mark at once, so marks pending at a `clear` never count as heard.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+MULAW_BYTES_PER_MS = 8
+
+
+def mulaw_ms_of_base64(payload: str) -> float:
+    """Duration of a base64 μ-law payload in ms, without decoding it (8 bytes per ms)."""
+    length = len(payload)
+    if length == 0:
+        return 0.0
+    padding = 2 if payload.endswith("==") else 1 if payload.endswith("=") else 0
+    return ((length * 3) // 4 - padding) / MULAW_BYTES_PER_MS
+
+
+@dataclass(slots=True)
+class _ItemPlayback:
+    sent_ms: float = 0.0
+    heard_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class PendingMark:
+    name: str
+    item_id: str | None
+    audio_end_ms: int
+
+
+class PlaybackLedger:
+    """Per assistant item: how many ms were sent and how many the caller has heard."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, _ItemPlayback] = {}
+        self._pending: OrderedDict[str, PendingMark] = OrderedDict()
+        self._mark_counter = 0
+
+    def record_sent(self, item_id: str | None, duration_ms: float) -> PendingMark:
+        """Account audio sent for `item_id` and return the mark to send right after it."""
+        end_ms = 0.0
+        if item_id is not None:
+            item = self._items.setdefault(item_id, _ItemPlayback())
+            item.sent_ms += duration_ms
+            end_ms = item.sent_ms
+        self._mark_counter += 1
+        mark = PendingMark(name=f"m{self._mark_counter}", item_id=item_id, audio_end_ms=int(end_ms))
+        self._pending[mark.name] = mark
+        return mark
+
+    def record_marked(self, name: str) -> PendingMark | None:
+        """A mark echo. Returns the mark if it proves playback, None if unknown or flushed by a clear."""
+        mark = self._pending.get(name)
+        if mark is None:
+            return None
+        # Twilio plays in order: every mark sent before this one has played too.
+        while self._pending:
+            earlier_name, earlier = self._pending.popitem(last=False)
+            if earlier.item_id is not None:
+                item = self._items[earlier.item_id]
+                item.heard_ms = max(item.heard_ms, float(earlier.audio_end_ms))
+            if earlier_name == name:
+                break
+        return mark
+
+    def record_cleared(self) -> None:
+        """A `clear` was sent: pending marks will be echoed without having played."""
+        self._pending.clear()
+
+    def sent_ms(self, item_id: str) -> float:
+        item = self._items.get(item_id)
+        return item.sent_ms if item else 0.0
+
+    def heard_ms(self, item_id: str) -> float:
+        item = self._items.get(item_id)
+        return item.heard_ms if item else 0.0
+
+    def unplayed_item_ids(self) -> set[str]:
+        """Items with audio sent but not yet proven played (thinking sound has no item)."""
+        return {m.item_id for m in self._pending.values() if m.item_id is not None}
+
+    @property
+    def has_unplayed_audio(self) -> bool:
+        return bool(self._pending)
+
+    def forget(self, item_id: str) -> None:
+        self._items.pop(item_id, None)

@@ -1,0 +1,657 @@
+"""CallStateMachine: one phone call's behaviour as a pure function of events and time.
+
+`handle(event, now)` takes one event and the current monotonic time and returns the actions to
+perform, in order; `next_deadline()` says when it next needs a `DeadlineReached`. It never awaits,
+never touches a socket and never reads a clock, so two events can't interleave and tests pass
+literal times. A misbehaving peer produces actions (or nothing), never an exception.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from switchboard.bridge.call.actions import (
+    AppendCallerAudio,
+    CallAction,
+    CancelModelResponse,
+    ClearCallerPlayback,
+    ConfigureModelSession,
+    DeleteModelItem,
+    EndCall,
+    PlayToCaller,
+    RecordMessage,
+    RecordUsage,
+    RequestModelResponse,
+    SendPlaybackMark,
+    SendToolResult,
+    StartToolCall,
+    TruncateModelAudio,
+)
+from switchboard.bridge.call.events import (
+    AssistantTranscriptDone,
+    CallerAudio,
+    CallerHungUp,
+    CallerPressedKey,
+    CallerStartedSpeaking,
+    CallerStoppedSpeaking,
+    CallerTranscribed,
+    CallerTurnCommitted,
+    CallEvent,
+    DeadlineReached,
+    ModelAudio,
+    ModelDisconnected,
+    ModelErrored,
+    ModelResponseDone,
+    ModelResponseStarted,
+    ModelSessionConfigured,
+    ModelSessionOpened,
+    PlaybackMarked,
+    StreamStarted,
+    ToolCallFinished,
+    ToolCallRequested,
+)
+from switchboard.bridge.call.phases import ALLOWED_TRANSITIONS, CallPhase, InvalidTransition
+from switchboard.bridge.call.playback import PlaybackLedger, mulaw_ms_of_base64
+
+# Errors the model sends during ordinary races; they never end a call.
+BENIGN_MODEL_ERRORS = frozenset({"response_cancel_not_active", "conversation_already_has_active_response"})
+# Errors after which the session is useless.
+FATAL_MODEL_ERRORS = frozenset({"session_expired", "invalid_api_key", "insufficient_quota", "beta_api_shape_disabled"})
+
+END_CALL_TOOL = "end_call"
+
+
+@dataclass(frozen=True, slots=True)
+class CallSettings:
+    """Everything the core needs to know about one call, fixed at its start."""
+
+    instructions: str = ""
+    greeting: str = ""
+    voice: str = "marin"
+    speed: float = 1.0
+    tools: tuple[dict[str, Any], ...] = ()
+    output_modalities: tuple[str, ...] = ("audio",)
+    transcription_model: str | None = None
+    # Twilio's unplayed buffer is kept at most this far ahead of real time, so a `clear` discards little.
+    playback_lead_ms: float = 300.0
+    # Caller audio held while the model session is not up yet (never dropped below this bound).
+    max_buffered_caller_ms: float = 10_000.0
+    inactivity_prompt_s: float = 30.0
+    inactivity_hangup_s: float = 30.0
+    max_call_s: float = 1800.0
+    wrap_up_s: float = 60.0
+    thinking_delay_s: float = 0.5
+    thinking_interval_s: float = 3.0
+    tool_timeout_s: float = 15.0
+    thinking_sound: tuple[str, ...] = ()  # base64 μ-law chunks
+    still_there_prompt: str = "The caller has been silent. Briefly ask whether they are still there."
+    inactivity_goodbye: str = "The caller is still silent. Say a short, polite goodbye; the call will end."
+    wrap_up_prompt: str = (
+        "The call is about to reach its time limit. Politely wrap up now: summarise what was done, and if the "
+        "caller's need is still open, offer a callback ticket."
+    )
+    end_call_goodbye: str = "Say a brief, friendly goodbye to the caller."
+
+
+@dataclass(slots=True)
+class _QueuedAudio:
+    response_id: str | None
+    item_id: str | None
+    payload: str
+    duration_ms: float
+
+
+@dataclass(slots=True)
+class _ToolRun:
+    call_id: str
+    name: str
+    arguments: str
+    response_id: str
+    started_at: float
+    seq: int
+    next_thinking_at: float
+
+
+@dataclass(slots=True)
+class _AssistantItem:
+    item_id: str
+    response_id: str
+    seq: int
+    transcript: str | None = None
+    recorded: bool = False
+    interrupted: bool = False
+    heard_ms: float = 0.0
+
+
+@dataclass(slots=True)
+class CallStats:
+    caller_frames: int = 0
+    caller_frames_dropped: int = 0
+    model_audio_ms: float = 0.0
+    model_audio_dropped_ms: float = 0.0
+    barge_ins: int = 0
+    tool_calls: int = 0
+    model_errors: int = 0
+    usage: dict[str, Any] = field(default_factory=dict)
+
+
+class CallStateMachine:
+    """The sans-I/O core of one call. See the module docstring."""
+
+    def __init__(self, settings: CallSettings, *, call_sid: str | None = None) -> None:
+        self.settings = settings
+        self.call_sid = call_sid
+        self.stream_sid: str | None = None
+        self._phase = CallPhase.CONNECTING
+        self._end_reason: str | None = None
+        self._ledger = PlaybackLedger()
+        self._stats = CallStats()
+
+        self._model_open = False
+        self._buffered_caller_audio: deque[str] = deque()
+        self._buffered_caller_ms = 0.0
+
+        # Responses: one may be active; requests wait until none is.
+        self._active_response_id: str | None = None
+        self._inflight_request: RequestModelResponse | None = None
+        self._last_sent_request: RequestModelResponse | None = None
+        self._pending_requests: deque[RequestModelResponse] = deque()
+        self._request_counter = 0
+        self._cancelled_responses: set[str] = set()
+        self._responses_with_audio: set[str] = set()
+
+        # Playback pacing toward Twilio.
+        self._queue: deque[_QueuedAudio] = deque()
+        self._play_end_estimate = 0.0
+        self._playing_items: dict[str, _AssistantItem] = {}
+
+        # Tools.
+        self._tools: dict[str, _ToolRun] = {}
+        self._tool_results: list[SendToolResult] = []
+        self._end_call_response: str | None = None
+
+        # Conversation record order.
+        self._seq = 0
+        self._user_seq: dict[str, int] = {}
+
+        # Watchdogs.
+        self._stream_started_at: float | None = None
+        self._wrap_up_sent = False
+        self._caller_speaking = False
+        self._silence_since: float | None = None
+        self._inactivity_stage = 0  # 0 normal, 1 prompted, 2 saying goodbye
+        self._end_after_playback: str | None = None
+
+    # ------------------------------------------------------------------ public surface
+    @property
+    def phase(self) -> CallPhase:
+        return self._phase
+
+    @property
+    def end_reason(self) -> str | None:
+        return self._end_reason
+
+    @property
+    def is_model_speaking(self) -> bool:
+        return self._active_response_id is not None
+
+    @property
+    def has_unplayed_audio(self) -> bool:
+        return bool(self._queue) or self._ledger.has_unplayed_audio
+
+    def stats(self) -> CallStats:
+        return self._stats
+
+    def handle(self, event: CallEvent, now: float) -> list[CallAction]:
+        """Feed one event; returns the actions to perform in order. After EndCall, returns []."""
+        if self._phase is CallPhase.ENDED:
+            return []
+        out: list[CallAction] = []
+        self._dispatch(event, now, out)
+        if not self._is_ended():
+            self._release_audio(now, out)
+            self._flush_tool_results(out)
+            self._send_next_request(out)
+            self._check_end_after_playback(out)
+            self._update_silence(now)
+        return out
+
+    def next_deadline(self) -> float | None:
+        """The monotonic time at which the core next needs `DeadlineReached`, or None."""
+        if self._phase is CallPhase.ENDED:
+            return None
+        candidates: list[float] = []
+        if self._queue and self.stream_sid is not None:
+            candidates.append(self._play_end_estimate - self.settings.playback_lead_ms / 1000.0)
+        for run in self._tools.values():
+            candidates.append(run.started_at + self.settings.tool_timeout_s)
+            if self.settings.thinking_sound:
+                candidates.append(run.next_thinking_at)
+        if self._stream_started_at is not None:
+            cap = self._stream_started_at + self.settings.max_call_s
+            candidates.append(cap)
+            if not self._wrap_up_sent and self.settings.wrap_up_s > 0:
+                candidates.append(cap - self.settings.wrap_up_s)
+        if self._silence_since is not None and self._end_after_playback is None:
+            if self._inactivity_stage == 0:
+                candidates.append(self._silence_since + self.settings.inactivity_prompt_s)
+            elif self._inactivity_stage == 1:
+                candidates.append(self._silence_since + self.settings.inactivity_hangup_s)
+        return min(candidates) if candidates else None
+
+    # ------------------------------------------------------------------ dispatch
+    def _dispatch(self, event: CallEvent, now: float, out: list[CallAction]) -> None:
+        match event:
+            case CallerAudio(payload=payload):
+                self._on_caller_audio(payload, out)
+            case ModelAudio():
+                self._on_model_audio(event)
+            case PlaybackMarked(name=name):
+                self._on_marked(name, now)
+            case StreamStarted():
+                self._on_stream_started(event, now)
+            case ModelSessionOpened():
+                self._on_model_opened(out)
+            case ModelSessionConfigured():
+                pass
+            case ModelResponseStarted():
+                self._on_response_started(event)
+            case ModelResponseDone():
+                self._on_response_done(event, out)
+            case AssistantTranscriptDone():
+                self._on_transcript_done(event, out)
+            case CallerStartedSpeaking():
+                self._on_caller_started_speaking(out)
+            case CallerStoppedSpeaking():
+                self._caller_speaking = False
+            case CallerTurnCommitted(item_id=item_id):
+                self._user_seq.setdefault(item_id, self._next_seq())
+            case CallerTranscribed(item_id=item_id, transcript=text):
+                seq = self._user_seq.setdefault(item_id, self._next_seq())
+                if text.strip():
+                    out.append(RecordMessage(seq=seq, role="user", text=text.strip(), message_id=f"user:{item_id}"))
+            case ToolCallRequested():
+                self._on_tool_requested(event, now, out)
+            case ToolCallFinished():
+                self._on_tool_finished(event, now, out)
+            case ModelErrored():
+                self._on_model_error(event, out)
+            case ModelDisconnected():
+                self._end("model_disconnected", out)
+            case CallerHungUp():
+                self._end("caller_hung_up", out)
+            case CallerPressedKey():
+                pass
+            case DeadlineReached():
+                self._on_deadline(now, out)
+
+    # ------------------------------------------------------------------ caller side
+    def _on_caller_audio(self, payload: str, out: list[CallAction]) -> None:
+        self._stats.caller_frames += 1
+        if self._model_open:
+            out.append(AppendCallerAudio(payload))
+            return
+        # Hold the audio until session.update has gone out; drop the oldest past the bound.
+        self._buffered_caller_audio.append(payload)
+        self._buffered_caller_ms += mulaw_ms_of_base64(payload)
+        while self._buffered_caller_ms > self.settings.max_buffered_caller_ms and self._buffered_caller_audio:
+            dropped = self._buffered_caller_audio.popleft()
+            self._buffered_caller_ms -= mulaw_ms_of_base64(dropped)
+            self._stats.caller_frames_dropped += 1
+
+    def _on_stream_started(self, event: StreamStarted, now: float) -> None:
+        if self.stream_sid is not None:
+            return  # a second `start` changes nothing
+        self.stream_sid = event.stream_sid
+        self.call_sid = self.call_sid or event.call_sid
+        self._stream_started_at = now
+        self._play_end_estimate = now
+        if self._model_open:
+            self._transition(CallPhase.ACTIVE)
+
+    def _on_marked(self, name: str, now: float) -> None:
+        mark = self._ledger.record_marked(name)
+        if mark is None:
+            return
+        if not self._ledger.has_unplayed_audio:
+            # Everything sent has played: resynchronise the estimate with reality.
+            self._play_end_estimate = min(self._play_end_estimate, now)
+        for item in list(self._playing_items.values()):
+            item.heard_ms = self._ledger.heard_ms(item.item_id)
+            if (
+                item.transcript is not None
+                and item.response_id != self._active_response_id
+                and not self._item_has_queued_audio(item.item_id)
+                and item.heard_ms >= self._ledger.sent_ms(item.item_id)
+            ):
+                self._playing_items.pop(item.item_id)
+
+    def _on_caller_started_speaking(self, out: list[CallAction]) -> None:
+        self._caller_speaking = True
+        # The caller is there and has something to say: no inactivity and no pending hang-up.
+        self._inactivity_stage = 0
+        self._end_after_playback = None
+        # Barge-in: all in this tick. Twilio first (what the caller hears), then the model.
+        interrupted = bool(self._queue) or self._ledger.has_unplayed_audio or self._active_response_id is not None
+        out.append(ClearCallerPlayback())
+        self._ledger.record_cleared()
+        for queued in self._queue:
+            self._stats.model_audio_dropped_ms += queued.duration_ms
+        self._queue.clear()
+        if not interrupted:
+            return
+        self._stats.barge_ins += 1
+        if self._active_response_id is not None:
+            out.append(CancelModelResponse(self._active_response_id))
+            self._cancelled_responses.add(self._active_response_id)
+            if self._active_response_id == self._end_call_response:
+                self._end_call_response = None
+        for item in list(self._playing_items.values()):
+            sent_ms = self._ledger.sent_ms(item.item_id)
+            heard_ms = min(self._ledger.heard_ms(item.item_id), sent_ms)
+            if heard_ms >= sent_ms and item.response_id not in self._cancelled_responses:
+                continue  # fully heard and complete
+            item.interrupted = True
+            item.heard_ms = heard_ms
+            if heard_ms >= 1:
+                out.append(TruncateModelAudio(item_id=item.item_id, audio_end_ms=int(heard_ms)))
+            else:
+                out.append(DeleteModelItem(item_id=item.item_id))
+            self._record_assistant(item, out)
+            self._playing_items.pop(item.item_id)
+
+    # ------------------------------------------------------------------ model side
+    def _on_model_opened(self, out: list[CallAction]) -> None:
+        if self._model_open:
+            return
+        self._model_open = True
+        s = self.settings
+        out.append(
+            ConfigureModelSession(
+                instructions=s.instructions, voice=s.voice, speed=s.speed, tools=s.tools,
+                output_modalities=s.output_modalities, transcription_model=s.transcription_model,
+            )
+        )
+        if s.greeting:
+            self._queue_request(
+                f"The call has just been answered. Greet the caller with exactly this sentence: \"{s.greeting}\""
+            )
+            self._send_next_request(out)
+        while self._buffered_caller_audio:
+            out.append(AppendCallerAudio(self._buffered_caller_audio.popleft()))
+        self._buffered_caller_ms = 0.0
+        if self.stream_sid is not None:
+            self._transition(CallPhase.ACTIVE)
+
+    def _on_response_started(self, event: ModelResponseStarted) -> None:
+        self._active_response_id = event.response_id
+        if self._inflight_request is not None and (
+            event.request_id is None or event.request_id == self._inflight_request.request_id
+        ):
+            self._inflight_request = None
+
+    def _on_model_audio(self, event: ModelAudio) -> None:
+        duration_ms = mulaw_ms_of_base64(event.payload)
+        if event.response_id in self._cancelled_responses:
+            self._stats.model_audio_dropped_ms += duration_ms
+            return
+        self._stats.model_audio_ms += duration_ms
+        self._responses_with_audio.add(event.response_id)
+        if event.item_id not in self._playing_items:
+            self._playing_items[event.item_id] = _AssistantItem(
+                item_id=event.item_id, response_id=event.response_id, seq=self._next_seq()
+            )
+        self._queue.append(_QueuedAudio(event.response_id, event.item_id, event.payload, duration_ms))
+
+    def _on_transcript_done(self, event: AssistantTranscriptDone, out: list[CallAction]) -> None:
+        if event.response_id in self._cancelled_responses and event.item_id not in self._playing_items:
+            return  # already recorded, cut to what was heard, at the barge-in
+        item = self._playing_items.get(event.item_id)
+        if item is None:
+            item = _AssistantItem(item_id=event.item_id, response_id=event.response_id, seq=self._next_seq())
+            self._playing_items[event.item_id] = item
+        item.transcript = event.transcript
+        # Record now; if the caller interrupts later, the record is replaced by the heard part.
+        self._record_assistant(item, out, final=False)
+
+    def _on_response_done(self, event: ModelResponseDone, out: list[CallAction]) -> None:
+        if event.usage:
+            out.append(RecordUsage(event.usage))
+            _add_usage(self._stats.usage, event.usage)
+        if self._active_response_id == event.response_id or self._active_response_id is None:
+            self._active_response_id = None
+        if self._end_call_response == event.response_id:
+            self._end_call_response = None
+            if event.response_id in self._responses_with_audio:
+                self._end_after_playback = "end_call"
+            else:
+                self._queue_request(self.settings.end_call_goodbye, front=True)
+                self._end_after_playback = "end_call_pending"
+
+    def _on_model_error(self, event: ModelErrored, out: list[CallAction]) -> None:
+        self._stats.model_errors += 1
+        last = self._last_sent_request
+        if event.code == "conversation_already_has_active_response" and last is not None:
+            # Our response.create lost a race with one the server started itself: retry after it.
+            if event.request_id == last.request_id or (event.request_id is None and self._inflight_request):
+                self._pending_requests.appendleft(last)
+                self._inflight_request = None
+                self._last_sent_request = None
+            return
+        if event.code in BENIGN_MODEL_ERRORS:
+            return
+        if event.code in FATAL_MODEL_ERRORS or event.error_type in {"authentication_error", "permission_error"}:
+            self._end("model_error", out)
+
+    # ------------------------------------------------------------------ tools
+    def _on_tool_requested(self, event: ToolCallRequested, now: float, out: list[CallAction]) -> None:
+        if event.call_id in self._tools:
+            return
+        self._stats.tool_calls += 1
+        seq = self._next_seq()
+        if event.name == END_CALL_TOOL:
+            # Handled here: the goodbye plays, then the call ends.
+            self._end_call_response = event.response_id
+            self._tool_results.append(SendToolResult(event.call_id, json.dumps({"ok": True})))
+            out.append(
+                RecordMessage(
+                    seq=seq, role="tool", text="end_call", message_id=f"tool:{event.call_id}", name=event.name,
+                    arguments=event.arguments, result='{"ok": true}', duration_ms=0.0,
+                )
+            )
+            return
+        self._tools[event.call_id] = _ToolRun(
+            call_id=event.call_id, name=event.name, arguments=event.arguments, response_id=event.response_id,
+            started_at=now, seq=seq, next_thinking_at=now + self.settings.thinking_delay_s,
+        )
+        out.append(StartToolCall(call_id=event.call_id, name=event.name, arguments=event.arguments))
+
+    def _on_tool_finished(self, event: ToolCallFinished, now: float, out: list[CallAction]) -> None:
+        run = self._tools.pop(event.call_id, None)
+        if run is None:
+            return  # timed out already, or unknown
+        self._finish_tool(run, event.output, now, out)
+
+    def _finish_tool(self, run: _ToolRun, output: str, now: float, out: list[CallAction]) -> None:
+        if not self._tools:
+            # Stop the thinking sound the moment the last result is in: drop what is queued and, when
+            # only thinking sound is still unplayed at Twilio, clear it there too.
+            self._queue = deque(q for q in self._queue if q.item_id is not None)
+            if self._ledger.has_unplayed_audio and self._ledger.unplayed_item_ids() == set():
+                out.append(ClearCallerPlayback())
+                self._ledger.record_cleared()
+        self._tool_results.append(SendToolResult(run.call_id, output))
+        out.append(
+            RecordMessage(
+                seq=run.seq, role="tool", text=run.name, message_id=f"tool:{run.call_id}", name=run.name,
+                arguments=run.arguments, result=output, duration_ms=round((now - run.started_at) * 1000.0, 1),
+            )
+        )
+
+    def _flush_tool_results(self, out: list[CallAction]) -> None:
+        # Tool outputs go back only after the response that held the call is done, then one response.create.
+        if not self._tool_results or self._active_response_id is not None or self._inflight_request is not None:
+            return
+        if self._end_call_response is not None:
+            return
+        out.extend(self._tool_results)
+        self._tool_results = []
+        if self._end_after_playback == "end_call_pending":
+            return  # the goodbye request is already queued
+        if self._end_after_playback == "end_call":
+            return  # the goodbye was spoken; nothing more to say
+        self._queue_request(None)
+
+    # ------------------------------------------------------------------ deadlines
+    def _on_deadline(self, now: float, out: list[CallAction]) -> None:
+        s = self.settings
+        if self._stream_started_at is not None:
+            cap = self._stream_started_at + s.max_call_s
+            if now >= cap:
+                self._end("max_duration", out)
+                return
+            if not self._wrap_up_sent and s.wrap_up_s > 0 and now >= cap - s.wrap_up_s:
+                self._wrap_up_sent = True
+                self._queue_request(s.wrap_up_prompt)
+        for run in list(self._tools.values()):
+            if now >= run.started_at + s.tool_timeout_s:
+                self._tools.pop(run.call_id)
+                timeout_output = json.dumps(
+                    {"ok": False, "error": "timeout", "detail": f"the tool did not answer within {s.tool_timeout_s:g} s"}
+                )
+                self._finish_tool(run, timeout_output, now, out)
+            elif s.thinking_sound and now >= run.next_thinking_at:
+                run.next_thinking_at = now + s.thinking_interval_s
+                for chunk in s.thinking_sound:
+                    self._queue.append(_QueuedAudio(None, None, chunk, mulaw_ms_of_base64(chunk)))
+        if self._silence_since is not None and self._end_after_playback is None:
+            if self._inactivity_stage == 0 and now >= self._silence_since + s.inactivity_prompt_s:
+                self._inactivity_stage = 1
+                self._queue_request(s.still_there_prompt)
+                self._silence_since = None
+            elif self._inactivity_stage == 1 and now >= self._silence_since + s.inactivity_hangup_s:
+                self._inactivity_stage = 2
+                self._queue_request(s.inactivity_goodbye)
+                self._end_after_playback = "inactivity_pending"
+                self._silence_since = None
+
+    # ------------------------------------------------------------------ helpers
+    def _release_audio(self, now: float, out: list[CallAction]) -> None:
+        if self.stream_sid is None:
+            return
+        lead_s = self.settings.playback_lead_ms / 1000.0
+        while self._queue and self._play_end_estimate - now < lead_s:
+            chunk = self._queue.popleft()
+            self._play_end_estimate = max(self._play_end_estimate, now) + chunk.duration_ms / 1000.0
+            mark = self._ledger.record_sent(chunk.item_id, chunk.duration_ms)
+            out.append(PlayToCaller(chunk.payload))
+            out.append(SendPlaybackMark(name=mark.name, item_id=mark.item_id, audio_end_ms=mark.audio_end_ms))
+
+    def _queue_request(self, instructions: str | None, *, front: bool = False) -> None:
+        self._request_counter += 1
+        request = RequestModelResponse(request_id=f"sb_req_{self._request_counter}", instructions=instructions)
+        if front:
+            self._pending_requests.appendleft(request)
+        else:
+            self._pending_requests.append(request)
+
+    def _send_next_request(self, out: list[CallAction]) -> None:
+        if (
+            not self._model_open
+            or not self._pending_requests
+            or self._active_response_id is not None
+            or self._inflight_request is not None
+        ):
+            return
+        request = self._pending_requests.popleft()
+        self._inflight_request = request
+        self._last_sent_request = request
+        out.append(request)
+        if self._end_after_playback == "end_call_pending":
+            self._end_after_playback = "end_call_after_response"
+        elif self._end_after_playback == "inactivity_pending":
+            self._end_after_playback = "inactivity_after_response"
+
+    def _check_end_after_playback(self, out: list[CallAction]) -> None:
+        reason = self._end_after_playback
+        if reason is None or reason.endswith("_pending"):
+            return
+        if reason.endswith("_after_response"):
+            if self._inflight_request is not None or self._active_response_id is not None:
+                return
+            reason = reason.removesuffix("_after_response")
+        if self._active_response_id is not None or self.has_unplayed_audio:
+            return
+        self._end("inactivity" if reason == "inactivity" else "end_call", out)
+
+    def _update_silence(self, now: float) -> None:
+        idle = (
+            self._phase is CallPhase.ACTIVE
+            and not self._caller_speaking
+            and self._active_response_id is None
+            and self._inflight_request is None
+            and not self._pending_requests
+            and not self._tools
+            and not self.has_unplayed_audio
+        )
+        if not idle:
+            self._silence_since = None
+        elif self._silence_since is None:
+            self._silence_since = now
+
+    def _item_has_queued_audio(self, item_id: str) -> bool:
+        return any(q.item_id == item_id for q in self._queue)
+
+    def _record_assistant(self, item: _AssistantItem, out: list[CallAction], *, final: bool = True) -> None:
+        if item.transcript is None:
+            return
+        text = item.transcript
+        if item.interrupted:
+            sent_ms = self._ledger.sent_ms(item.item_id)
+            text = cut_transcript(text, item.heard_ms, sent_ms)
+        out.append(RecordMessage(seq=item.seq, role="assistant", text=text, message_id=f"assistant:{item.item_id}"))
+        item.recorded = final
+
+    def _is_ended(self) -> bool:
+        return self._phase is CallPhase.ENDED
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _transition(self, phase: CallPhase) -> None:
+        if phase is self._phase:
+            return
+        if phase not in ALLOWED_TRANSITIONS[self._phase]:
+            raise InvalidTransition(f"{self._phase.value} -> {phase.value}")
+        self._phase = phase
+
+    def _end(self, reason: str, out: list[CallAction]) -> None:
+        if self._phase is CallPhase.ENDED:
+            return
+        # Whatever was said and not yet cut by a barge-in stays recorded as it is.
+        self._end_reason = reason
+        self._phase = CallPhase.ENDED
+        out.append(EndCall(reason))
+
+
+def cut_transcript(text: str, heard_ms: float, sent_ms: float) -> str:
+    """The part of `text` the caller heard, assuming even speech rate; cut on a word boundary."""
+    if sent_ms <= 0 or heard_ms <= 0:
+        return ""
+    if heard_ms >= sent_ms:
+        return text
+    words = text.split()
+    keep = int(len(words) * heard_ms / sent_ms)
+    return " ".join(words[:keep]) + ("…" if keep < len(words) else "")
+
+
+def _add_usage(total: dict[str, Any], usage: dict[str, Any]) -> None:
+    for key, value in usage.items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            total[key] = total.get(key, 0) + value
+        elif isinstance(value, dict):
+            _add_usage(total.setdefault(key, {}), value)

@@ -1,0 +1,1 @@
+"""JSON <-> call events/actions, one module per peer. Pure: translates, never decides."""
