@@ -1,0 +1,101 @@
+"""The App server's ASGI app: create_app(settings) wires routes, errors, metrics and the database.
+
+Start-up (the lifespan) creates the SQLite folder when needed and migrates the schema to head.
+Everything under /api needs the service token; probes and /metrics do not.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import Depends, FastAPI
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from switchboard.clock import Clock, SystemClock
+from switchboard.config import AppSettings, ensure_sqlite_folder
+from switchboard.logs import get_logger, register_secret
+from switchboard.tickets.context import AppServerContext
+from switchboard.tickets.database import create_engine, create_session_factory, run_migrations
+from switchboard.tickets.errors import install_error_handlers
+from switchboard.tickets.metrics import AppServerMetrics
+from switchboard.tickets.routes import conversations, health, tickets
+from switchboard.tickets.routes.dependencies import require_service_token
+
+log = get_logger("switchboard.tickets")
+
+
+class RequestObservation:
+    """ASGI middleware: binds request_id to the request's log lines, echoes it, and counts requests."""
+
+    def __init__(self, app: ASGIApp, *, metrics: AppServerMetrics, clock: Clock) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.clock = clock
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        raw_request_id = headers.get(b"x-request-id", b"")[:100].decode("latin-1")
+        request_id = raw_request_id if raw_request_id.isprintable() and raw_request_id else uuid.uuid4().hex
+        started_s = self.clock.now()
+        status_code = 500
+
+        async def send_with_request_id(message: Message) -> None:
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            with structlog.contextvars.bound_contextvars(request_id=request_id):
+                await self.app(scope, receive, send_with_request_id)
+        finally:
+            route = scope.get("route")
+            # The template, not the path: call_sids in labels would grow the registry without bound.
+            route_label = route.path if isinstance(route, Route) else "unmatched"
+            self.metrics.http_requests.labels(
+                method=scope["method"], route=route_label, status=str(status_code)
+            ).inc()
+            self.metrics.http_request_duration.labels(route=route_label).observe(self.clock.now() - started_s)
+
+
+def create_app(settings: AppSettings, *, clock: Clock | None = None) -> FastAPI:
+    """Build the App server. Nothing touches the database until the lifespan starts."""
+    register_secret(settings.switchboard_service_token)
+    clock = clock or SystemClock()
+    engine = create_engine(settings.app_database_url)
+    context = AppServerContext(
+        engine=engine,
+        sessions=create_session_factory(engine),
+        metrics=AppServerMetrics(),
+        clock=clock,
+        service_token=settings.switchboard_service_token.encode(),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            ensure_sqlite_folder(settings.app_database_url)
+            await run_migrations(engine)
+            log.info("app_server.started", database=engine.dialect.name)
+            yield
+        finally:
+            await engine.dispose()
+            log.info("app_server.stopped")
+
+    app = FastAPI(title="Switchboard App server", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.context = context
+    install_error_handlers(app)
+    app.include_router(health.router)
+    api = [Depends(require_service_token)]
+    app.include_router(conversations.router, dependencies=api)
+    app.include_router(tickets.router, dependencies=api)
+    app.add_middleware(RequestObservation, metrics=context.metrics, clock=clock)
+    return app

@@ -1,0 +1,1 @@
+"""Alembic migrations of the App server; run programmatically by `database.run_migrations`."""

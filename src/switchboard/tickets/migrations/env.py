@@ -1,0 +1,20 @@
+"""Alembic environment: migrations run on the connection `database.run_migrations` hands over.
+
+There is no alembic.ini: the configuration is built in code so the migrations ship in the wheel.
+"""
+
+from __future__ import annotations
+
+from alembic import context
+
+from switchboard.tickets.models import Base
+
+connection = context.config.attributes["connection"]
+context.configure(
+    connection=connection,
+    target_metadata=Base.metadata,
+    render_as_batch=connection.dialect.name == "sqlite",
+    compare_type=True,
+)
+with context.begin_transaction():
+    context.run_migrations()

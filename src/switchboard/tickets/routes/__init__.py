@@ -1,0 +1,1 @@
+"""HTTP routes of the App server, one module per resource; HTTP concerns only."""

@@ -1,0 +1,39 @@
+"""Tickets (callbacks) created by the voice agent's tools, read by operators."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, status
+
+from switchboard.logs import get_logger
+from switchboard.tickets.context import AppServerContext
+from switchboard.tickets.repository import TicketRepository
+from switchboard.tickets.routes.dependencies import app_context, ticket_repository
+from switchboard.tickets.schemas import CallSid, TicketCreate, TicketList, TicketView, ticket_view
+
+log = get_logger("switchboard.tickets")
+router = APIRouter(prefix="/api/tickets", tags=["tickets"])
+
+Repository = Annotated[TicketRepository, Depends(ticket_repository)]
+Context = Annotated[AppServerContext, Depends(app_context)]
+
+
+@router.get("")
+async def list_tickets(
+    repository: Repository,
+    call_sid: Annotated[CallSid | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> TicketList:
+    """Contract §3: the tickets of one call (or the newest ones), newest first."""
+    rows = await repository.list_tickets(call_sid=call_sid, limit=limit)
+    return TicketList(tickets=[ticket_view(t) for t in rows])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create_ticket(body: TicketCreate, repository: Repository, context: Context) -> TicketView:
+    """Create an open ticket; the phone number is kept in full (a callback needs it)."""
+    ticket = await repository.create_ticket(body, created_at=context.clock.wall())
+    context.metrics.tickets_created.labels(kind=body.kind).inc()
+    log.info("ticket.created", ticket_id=ticket.id, call_sid=body.call_sid, kind=body.kind)
+    return ticket_view(ticket)
