@@ -1,0 +1,298 @@
+"""The voice server's ASGI app: Twilio's webhook (TwiML), the Media Stream WebSocket, health and metrics.
+
+`create_app(settings)` reads nothing from the environment; everything comes in through settings
+and the optional ports (clock, transports) that tests inject.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import PlainTextResponse, Response
+from prometheus_client import generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from twilio.request_validator import RequestValidator
+
+from switchboard.bridge.adapters.knowledge_client import KnowledgeClient
+from switchboard.bridge.adapters.twilio_stream import TwilioStream
+from switchboard.bridge.call.events import StreamStarted
+from switchboard.bridge.call_runner import CallContext, CallDependencies, ConversationRecorder, LiveCall
+from switchboard.bridge.metrics import VoiceMetrics
+from switchboard.bridge.twiml import apology_twiml, stream_twiml
+from switchboard.bridge.wire.twilio_media import StreamConnected, TwilioProtocolError, parse_twilio_message
+from switchboard.clock import Clock, SystemClock
+from switchboard.config import SettingsError, VoiceSettings
+from switchboard.errors import TenantNotFound, UpstreamError
+from switchboard.http_clients import build_http_client
+from switchboard.logs import bind_call_context, get_logger, mask_phone
+
+log = get_logger("switchboard.voice")
+
+WEBHOOK_PATH = "/twilio-voice-webhook"
+STREAM_PATH = "/twilio-stream"
+RETRY_AFTER_S = "5"
+
+
+@dataclass(slots=True)
+class CallRegistry:
+    """Live calls of this process by call SID; pre-opened ones wait here for their stream."""
+
+    calls: dict[str, LiveCall] = field(default_factory=dict)
+    draining: bool = False
+    tasks: asyncio.TaskGroup | None = None
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def start(self, call: LiveCall) -> None:
+        if self.tasks is None:
+            raise RuntimeError("the voice app's lifespan is not running")
+        self.calls[call.context.call_sid] = call
+        self.idle.clear()
+        self.tasks.create_task(self._run(call), name=f"call-{call.context.call_sid[-6:]}")
+
+    async def run_inline(self, call: LiveCall) -> None:
+        self.calls[call.context.call_sid] = call
+        self.idle.clear()
+        await self._run(call)
+
+    async def _run(self, call: LiveCall) -> None:
+        try:
+            await call.run()
+        finally:
+            if self.calls.get(call.context.call_sid) is call:
+                del self.calls[call.context.call_sid]
+            if not self.calls:
+                self.idle.set()
+
+    @property
+    def live_count(self) -> int:
+        return len(self.calls)
+
+
+def public_base_url(settings: VoiceSettings, request_url: str, headers: Any) -> str:
+    """The base URL Twilio used: PUBLIC_BASE_URL, or rebuilt from the request behind a proxy."""
+    if settings.public_base_url:
+        return settings.public_base_url.rstrip("/")
+    parts = urlsplit(request_url)
+    scheme = headers.get("x-forwarded-proto") or parts.scheme
+    host = headers.get("x-forwarded-host") or headers.get("host") or parts.netloc
+    scheme = {"ws": "http", "wss": "https"}.get(scheme, scheme)
+    return f"{scheme}://{host}"
+
+
+def stream_url(base_url: str) -> str:
+    """`https://h[:p]` -> `wss://h[:p]/twilio-stream` (contract §2)."""
+    parts = urlsplit(base_url)
+    scheme = {"https": "wss", "http": "ws"}.get(parts.scheme, parts.scheme)
+    return f"{scheme}://{parts.netloc}{STREAM_PATH}"
+
+
+def _caller_number(from_value: str) -> str:
+    """The caller's number; for SIP, the user part of the `From` URI."""
+    value = from_value.strip()
+    if value.startswith(("sip:", "sips:")):
+        user = value.split(":", 1)[1].split("@", 1)[0]
+        return user.split(";", 1)[0]
+    return value
+
+
+def create_app(
+    settings: VoiceSettings,
+    *,
+    clock: Clock | None = None,
+    ai_transport: httpx.AsyncBaseTransport | None = None,
+    recorder: ConversationRecorder | None = None,
+    tools: Any = None,
+) -> FastAPI:
+    if settings.twilio_validate_signatures and not settings.twilio_auth_token:
+        raise SettingsError("setting TWILIO_AUTH_TOKEN is required while TWILIO_VALIDATE_SIGNATURES is true")
+    clock = clock or SystemClock()
+    metrics = VoiceMetrics()
+    registry = CallRegistry()
+    registry.idle.set()
+    validator = RequestValidator(settings.twilio_auth_token or "")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ai_http = build_http_client(
+            base_url=settings.ai_server_url, timeout_s=settings.http_timeout_s,
+            bearer_token=settings.switchboard_service_token, transport=ai_transport,
+        )
+        knowledge = KnowledgeClient(ai_http)
+        app.state.knowledge = knowledge
+        app.state.deps = CallDependencies(
+            settings=settings, clock=clock, knowledge=knowledge, metrics=metrics, recorder=recorder, tools=tools,
+            thinking_sound=_load_thinking_sound(),
+        )
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                registry.tasks = tasks
+                yield
+                # Shutdown: calls still live here were not drained (drain timeout): end them now.
+                for call in list(registry.calls.values()):
+                    call.request_end("server_shutdown")
+        finally:
+            registry.tasks = None
+            await ai_http.aclose()
+
+    app = FastAPI(title="Switchboard voice server", lifespan=lifespan)
+    app.state.registry = registry
+    app.state.metrics = metrics
+    app.state.settings = settings
+
+    @app.get("/health-check/live")
+    async def live() -> dict[str, str]:
+        return {"status": "live"}
+
+    @app.get("/health-check/ready")
+    async def ready() -> Response:
+        if registry.draining:
+            return PlainTextResponse("draining", status_code=503)
+        return PlainTextResponse("ready")
+
+    @app.get("/metrics")
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post(WEBHOOK_PATH)
+    async def twilio_voice_webhook(request: Request) -> Response:
+        form = await request.form()
+        params = {key: str(value) for key, value in form.multi_items()}
+        base = public_base_url(settings, str(request.url), request.headers)
+        if settings.twilio_validate_signatures:
+            signature = request.headers.get("x-twilio-signature", "")
+            if not validator.validate(base + WEBHOOK_PATH, params, signature):
+                metrics.webhooks.labels(outcome="bad_signature").inc()
+                log.warning("webhook.rejected", reason="bad_signature")
+                return PlainTextResponse("invalid signature", status_code=403)
+        if registry.draining:
+            metrics.webhooks.labels(outcome="draining").inc()
+            return PlainTextResponse("draining", status_code=503, headers={"Retry-After": RETRY_AFTER_S})
+        call_sid = params.get("CallSid", "")
+        bind_call_context(call_sid=call_sid)
+        sip_domain = params.get("SipDomain") or None
+        to = params.get("To") or None
+        from_value = params.get("From", "")
+        is_sip = bool(sip_domain) or (to or "").startswith("sip:") or from_value.startswith("sip:")
+        knowledge: KnowledgeClient = app.state.knowledge
+        try:
+            route = await knowledge.resolve_tenant(
+                sip_domain=sip_domain, to=to, application_sid=params.get("ApplicationSid") or None
+            )
+        except TenantNotFound:
+            metrics.webhooks.labels(outcome="unknown_number").inc()
+            log.info("webhook.unknown_number", to=to, sip_domain=sip_domain)
+            return _twiml(apology_twiml("Sorry, this number is not set up to take calls yet. Goodbye."))
+        except UpstreamError as exc:
+            metrics.webhooks.labels(outcome="ai_server_error").inc()
+            log.error("webhook.ai_server_failed", detail=str(exc))
+            return _twiml(apology_twiml("Sorry, we can't take your call right now. Please try again later. Goodbye."))
+        if not route.has_credits:
+            metrics.webhooks.labels(outcome="no_credits").inc()
+            log.info("webhook.no_credits", tenant=route.bot_profile_key)
+            return _twiml(apology_twiml("Sorry, this line can't take calls at the moment. Please try again later. Goodbye."))
+        caller = _caller_number(from_value)
+        freshcaller = params.get("FreshcallerCallId") or params.get("SipHeader_X-Freshcaller-Call-Id") or None
+        context = CallContext(
+            call_sid=call_sid, bot_profile_key=route.bot_profile_key, caller_number=caller, is_sip_call=is_sip,
+            freshcaller_call_id=freshcaller,
+        )
+        if call_sid and call_sid not in registry.calls:
+            # Open the model session now, while Twilio sets up the stream.
+            registry.start(LiveCall(context, app.state.deps))
+        metrics.webhooks.labels(outcome="answered").inc()
+        log.info("webhook.answered", tenant=route.bot_profile_key, caller=mask_phone(caller), sip=is_sip)
+        parameters = {
+            "bot_profile_key": route.bot_profile_key,
+            "is_sip_call": "true" if is_sip else "false",
+            "original_caller_number": caller,
+        }
+        if freshcaller:
+            parameters["freshcaller_call_id"] = freshcaller
+        return _twiml(stream_twiml(stream_url(base), parameters))
+
+    @app.websocket(STREAM_PATH)
+    async def twilio_stream(websocket: WebSocket) -> None:
+        base = public_base_url(settings, str(websocket.url), websocket.headers)
+        if settings.twilio_validate_signatures:
+            signature = websocket.headers.get("x-twilio-signature", "")
+            if not validator.validate(stream_url(base), {}, signature):
+                log.warning("stream.rejected", reason="bad_signature")
+                await websocket.close(code=1008)  # before accept: uvicorn answers 403
+                return
+        if registry.draining:
+            log.info("stream.rejected", reason="draining")
+            await _deny(websocket, 503)
+            return
+        await websocket.accept()
+        twilio = TwilioStream(websocket, max_frame_bytes=settings.max_frame_bytes)
+        start = await _wait_for_start(twilio, settings.stream_start_timeout_s, metrics)
+        if start is None:
+            await twilio.close()
+            return
+        bind_call_context(call_sid=start.call_sid, stream_sid=start.stream_sid)
+        call = registry.calls.get(start.call_sid)
+        if call is not None and call.attach_stream(twilio, start):
+            await call.finished.wait()
+            return
+        # No pre-opened session (webhook served elsewhere, or it expired): open one now.
+        params = start.custom_parameters
+        context = CallContext(
+            call_sid=start.call_sid, bot_profile_key=params.get("bot_profile_key", ""),
+            caller_number=params.get("original_caller_number", ""),
+            is_sip_call=params.get("is_sip_call", "false") == "true",
+            freshcaller_call_id=params.get("freshcaller_call_id") or None,
+        )
+        if not context.bot_profile_key:
+            log.warning("stream.rejected", reason="no_bot_profile_key")
+            await twilio.close()
+            return
+        call = LiveCall(context, app.state.deps)
+        call.attach_stream(twilio, start)
+        await registry.run_inline(call)
+
+    return app
+
+
+async def _wait_for_start(twilio: TwilioStream, timeout_s: float, metrics: VoiceMetrics) -> StreamStarted | None:
+    try:
+        async with asyncio.timeout(timeout_s):
+            while (text := await twilio.receive_text()) is not None:
+                try:
+                    event = parse_twilio_message(text)
+                except TwilioProtocolError as exc:
+                    metrics.bad_frames.labels(peer="twilio", kind=exc.kind).inc()
+                    continue
+                if isinstance(event, StreamStarted):
+                    return event
+                if not isinstance(event, StreamConnected):
+                    metrics.bad_frames.labels(peer="twilio", kind="before_start").inc()
+    except TimeoutError:
+        log.warning("stream.no_start")
+    return None
+
+
+async def _deny(websocket: WebSocket, status_code: int) -> None:
+    """Refuse an upgrade with an HTTP status (a load balancer retries 503 elsewhere)."""
+    try:
+        await websocket.send_denial_response(
+            PlainTextResponse("draining", status_code=status_code, headers={"Retry-After": RETRY_AFTER_S})
+        )
+    except RuntimeError:
+        await websocket.close(code=1013)
+
+
+def _twiml(xml: str) -> Response:
+    return Response(content=xml, media_type="text/xml")
+
+
+def _load_thinking_sound() -> tuple[str, ...]:
+    from switchboard.bridge.sounds import thinking_sound_payloads
+
+    return thinking_sound_payloads()

@@ -1,0 +1,480 @@
+"""run_call(): one TaskGroup per call, with the adapters wired to the call core.
+
+The runner reads, parses, calls `handle`, performs the returned actions and re-arms the deadline
+timer. Every decision about call behaviour lives in the core; an `if` about behaviour here is a bug.
+Performing actions never blocks: sends go into each socket's writer queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from switchboard.bridge.adapters.knowledge_client import CallProfile, KnowledgeClient
+from switchboard.bridge.adapters.realtime_connection import RealtimeConnection
+from switchboard.bridge.adapters.twilio_stream import TwilioStream
+from switchboard.bridge.call.actions import (
+    CallAction,
+    ClearCallerPlayback,
+    EndCall,
+    PlayToCaller,
+    RecordMessage,
+    RecordUsage,
+    SendPlaybackMark,
+    StartToolCall,
+)
+from switchboard.bridge.call.events import (
+    CallerHungUp,
+    CallEvent,
+    DeadlineReached,
+    ModelDisconnected,
+    StreamStarted,
+    ToolCallFinished,
+)
+from switchboard.bridge.call.state_machine import CallSettings, CallStateMachine
+from switchboard.bridge.metrics import VoiceMetrics
+from switchboard.bridge.wire.openai_realtime import (
+    RealtimeProtocolError,
+    encode_realtime_action,
+    parse_realtime_event,
+)
+from switchboard.bridge.wire.twilio_media import (
+    StreamConnected,
+    TwilioProtocolError,
+    encode_clear,
+    encode_mark,
+    encode_media,
+    parse_twilio_message,
+)
+from switchboard.clock import Clock, TimerHandle
+from switchboard.config import VoiceSettings
+from switchboard.errors import CallEnded, CallerGone, SwitchboardError, UpstreamError
+from switchboard.logs import bind_call_context, get_logger, mask_phone
+
+log = get_logger("switchboard.call")
+
+
+class ConversationRecorder(Protocol):
+    """The App server outbox as the runner uses it (see adapters/tickets_client.py)."""
+
+    def open_conversation_nowait(self, call_sid: str, *, tenant: str, caller: str, started_at: datetime,
+                                 trace_id: str | None) -> None: ...
+
+    def add_message_nowait(self, call_sid: str, *, message_id: str, role: str, text: str, at: datetime, seq: int,
+                           name: str | None = None, arguments: dict[str, Any] | None = None,
+                           result: str | None = None, duration_ms: float | None = None) -> None: ...
+
+    def end_conversation_nowait(self, call_sid: str, *, end_reason: str, ended_at: datetime, duration_s: float,
+                                usage: dict[str, Any], turns: list[Any], summary: str | None = None) -> None: ...
+
+
+ToolExecutor = Callable[["LiveCall", str, dict[str, Any]], "asyncio.Future[str] | Any"]
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """What the webhook (or the stream's custom parameters) told us about the call."""
+
+    call_sid: str
+    bot_profile_key: str
+    caller_number: str
+    is_sip_call: bool
+    freshcaller_call_id: str | None = None
+
+
+@dataclass(slots=True)
+class CallDependencies:
+    settings: VoiceSettings
+    clock: Clock
+    knowledge: KnowledgeClient
+    metrics: VoiceMetrics
+    recorder: ConversationRecorder | None = None
+    tools: Any = None  # a ToolRunner (bridge/tools.py) or None
+    thinking_sound: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class _Turn:
+    speech_stopped_at: float | None = None
+    first_audio_sent_at: float | None = None
+
+
+@dataclass(slots=True)
+class CallTimings:
+    stream_started_at: float | None = None
+    first_audio_sent_at: float | None = None
+    model_connected_at: float | None = None
+    created_at: float = 0.0
+    turns: list[dict[str, float]] = field(default_factory=list)
+
+
+class LiveCall:
+    """One call from webhook (or stream) to hang-up. `run()` owns its TaskGroup."""
+
+    def __init__(self, context: CallContext, deps: CallDependencies) -> None:
+        self.context = context
+        self.deps = deps
+        self.core: CallStateMachine | None = None
+        self.profile: CallProfile | None = None
+        self.model: RealtimeConnection | None = None
+        self.twilio: TwilioStream | None = None
+        self._stream_attached: asyncio.Future[tuple[TwilioStream, StreamStarted]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self.finished = asyncio.Event()
+        self._core_ready = asyncio.Event()
+        self._ended = asyncio.Event()
+        self._end_reason: str | None = None
+        self._timer: TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._tasks: asyncio.TaskGroup | None = None
+        self._bad_frames: dict[str, int] = {}
+        self.timings = CallTimings(created_at=deps.clock.now())
+        self._turn = _Turn()
+        self._started_wall: datetime = deps.clock.wall()
+
+    # ------------------------------------------------------------------ entry points
+    def attach_stream(self, twilio: TwilioStream, start: StreamStarted) -> bool:
+        """Hand Twilio's stream to a pre-opened call. False if the call already has one or is over."""
+        if self._stream_attached.done() or self._ended.is_set():
+            return False
+        self._stream_attached.set_result((twilio, start))
+        return True
+
+    @property
+    def end_reason(self) -> str | None:
+        return self._end_reason
+
+    def request_end(self, reason: str) -> None:
+        """End the call from outside (shutdown); its tasks finish and its peers close."""
+        self._end(reason)
+
+    async def run(self) -> None:
+        """Run the call to its end. Never raises for call-level failures; they end the call."""
+        bind_call_context(call_sid=self.context.call_sid, tenant=self.context.bot_profile_key)
+        settings = self.deps.settings
+        metrics = self.deps.metrics
+        metrics.live_calls.inc()
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                self._tasks = tasks
+                tasks.create_task(self._supervise(), name="call-supervisor")
+                tasks.create_task(self._connect_and_run_model(tasks), name="realtime-setup")
+                tasks.create_task(self._wait_for_stream(tasks), name="twilio-setup")
+        except* CallEnded:
+            pass
+        except* SwitchboardError as group:
+            self._end_reason = self._end_reason or "error"
+            log.error("call.failed", error=type(group.exceptions[0]).__name__, detail=str(group.exceptions[0]))
+        except* Exception as group:
+            self._end_reason = self._end_reason or "internal_error"
+            log.exception("call.crashed", exc_info=group.exceptions[0])
+        finally:
+            self._tasks = None
+            if self._timer is not None:
+                self._timer.cancel()
+            await self._close_peers(settings.close_timeout_s)
+            metrics.live_calls.dec()
+            self._finish_record()
+            self.finished.set()
+
+    # ------------------------------------------------------------------ set-up
+    async def _connect_and_run_model(self, tasks: asyncio.TaskGroup) -> None:
+        settings = self.deps.settings
+        ctx = self.context
+        async with asyncio.timeout(settings.http_timeout_s * 2):
+            self.profile = await self.deps.knowledge.call_profile(
+                bot_profile_key=ctx.bot_profile_key, caller_number=ctx.caller_number,
+                is_sip_call=ctx.is_sip_call, call_sid=ctx.call_sid,
+            )
+            tools: list[dict[str, Any]] = []
+            if self.deps.tools is not None:
+                tools = await self.deps.tools.schemas(self)
+        if not self.profile.has_credits:
+            self._end("no_credits")
+            return
+        self.core = CallStateMachine(self._call_settings(self.profile, tools), call_sid=ctx.call_sid)
+        self._core_ready.set()
+        self.model = await RealtimeConnection.open(
+            settings.realtime_url, model=settings.openai_realtime_model, api_key=settings.openai_api_key,
+            connect_timeout_s=settings.realtime_connect_timeout_s,
+        )
+        self.timings.model_connected_at = self.deps.clock.now()
+        self.deps.metrics.model_connect_seconds.observe(self.timings.model_connected_at - self.timings.created_at)
+        tasks.create_task(self.model.run_writer(), name="realtime-writer")
+        tasks.create_task(self._read_model(self.model), name="realtime-reader")
+        if self.deps.recorder is not None:
+            self.deps.recorder.open_conversation_nowait(
+                ctx.call_sid, tenant=ctx.bot_profile_key, caller=ctx.caller_number, started_at=self._started_wall,
+                trace_id=None,
+            )
+
+    async def _wait_for_stream(self, tasks: asyncio.TaskGroup) -> None:
+        try:
+            async with asyncio.timeout(self.deps.settings.preopen_claim_timeout_s):
+                twilio, start = await self._stream_attached
+        except TimeoutError:
+            self._end("stream_never_arrived")
+            return
+        self.twilio = twilio
+        bind_call_context(stream_sid=start.stream_sid)
+        tasks.create_task(twilio.run_writer(), name="twilio-writer")
+        # The start may arrive before the call profile is in; the core is created from the profile.
+        await self._core_ready.wait()
+        self.timings.stream_started_at = self.deps.clock.now()
+        log.info("call.started", caller=mask_phone(self.context.caller_number), sip=self.context.is_sip_call)
+        self._feed(start)
+        tasks.create_task(self._read_twilio(twilio), name="twilio-reader")
+
+    def _call_settings(self, profile: CallProfile, tools: list[dict[str, Any]]) -> CallSettings:
+        s = self.deps.settings
+        voice = profile.voice
+        return CallSettings(
+            instructions=profile.instructions,
+            greeting=profile.greeting,
+            voice=str(voice.get("name") or "marin"),
+            speed=float(voice.get("speed") or 1.0),
+            tools=tuple(tools),
+            playback_lead_ms=float(s.playback_lead_ms),
+            inactivity_prompt_s=s.inactivity_prompt_s,
+            inactivity_hangup_s=s.inactivity_hangup_s,
+            max_call_s=s.max_call_s,
+            wrap_up_s=s.wrap_up_s,
+            thinking_delay_s=s.thinking_delay_ms / 1000.0,
+            thinking_interval_s=s.thinking_interval_s,
+            tool_timeout_s=s.tool_timeout_s,
+            thinking_sound=self.deps.thinking_sound,
+        )
+
+    # ------------------------------------------------------------------ readers
+    async def _read_twilio(self, twilio: TwilioStream) -> None:
+        async for text in twilio.frames():
+            try:
+                event = parse_twilio_message(text)
+            except TwilioProtocolError as exc:
+                self._count_bad_frame("twilio", exc.kind)
+                continue
+            if isinstance(event, StreamConnected | StreamStarted):
+                if isinstance(event, StreamStarted):
+                    self._count_bad_frame("twilio", "second_start")
+                continue
+            self._feed(event)
+        for kind, count in (("binary", twilio.binary_frames), ("oversized", twilio.oversized_frames)):
+            if count:
+                self._bad_frames[f"twilio:{kind}"] = count
+        self._feed(CallerHungUp())
+
+    async def _read_model(self, model: RealtimeConnection) -> None:
+        clock = self.deps.clock
+        async for message in model.events():
+            try:
+                event = parse_realtime_event(message)
+            except RealtimeProtocolError as exc:
+                self._count_bad_frame("realtime", exc.kind)
+                continue
+            if event is None:
+                continue
+            self._observe_model_event(event, clock.now())
+            self._feed(event)
+        self._feed(ModelDisconnected("socket closed"))
+
+    # ------------------------------------------------------------------ core driving
+    def _feed(self, event: CallEvent) -> None:
+        core = self.core
+        if core is None or self._ended.is_set():
+            return
+        now = self.deps.clock.now()
+        actions = core.handle(event, now)
+        if actions:
+            self._perform(actions, now)
+        self._rearm(core)
+
+    def _perform(self, actions: list[CallAction], now: float) -> None:
+        twilio = self.twilio
+        model = self.model
+        try:
+            for action in actions:
+                kind = type(action)
+                if kind is PlayToCaller:
+                    if twilio is not None and self.core is not None and self.core.stream_sid:
+                        twilio.send_nowait(encode_media(self.core.stream_sid, action))  # type: ignore[arg-type]
+                        if self._turn.first_audio_sent_at is None:
+                            self._turn.first_audio_sent_at = now
+                            self._close_turn(now)
+                elif kind is SendPlaybackMark:
+                    if twilio is not None and self.core is not None and self.core.stream_sid:
+                        twilio.send_nowait(encode_mark(self.core.stream_sid, action))  # type: ignore[arg-type]
+                elif kind is ClearCallerPlayback:
+                    if twilio is not None and self.core is not None and self.core.stream_sid:
+                        twilio.send_nowait(encode_clear(self.core.stream_sid))
+                        self.deps.metrics.barge_ins.inc()
+                elif kind is StartToolCall:
+                    self._start_tool(action)  # type: ignore[arg-type]
+                elif kind is RecordMessage:
+                    self._record(action)  # type: ignore[arg-type]
+                elif kind is RecordUsage:
+                    continue
+                elif kind is EndCall:
+                    self._end(action.reason)  # type: ignore[attr-defined]
+                else:
+                    text = encode_realtime_action(action)
+                    if text is not None and model is not None:
+                        model.send_nowait(text)
+        except CallerGone:
+            self._end("caller_stream_stalled")
+        except UpstreamError:
+            self._end("model_stalled")
+
+    def _rearm(self, core: CallStateMachine) -> None:
+        deadline = core.next_deadline()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is not None:
+            self._timer = self.deps.clock.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self._feed(DeadlineReached())
+
+    # ------------------------------------------------------------------ tools and records
+    def _start_tool(self, action: StartToolCall) -> None:
+        if self._tasks is None:
+            return
+        self._tasks.create_task(self._run_tool(action), name=f"tool-{action.name}")
+
+    async def _run_tool(self, action: StartToolCall) -> None:
+        started = self.deps.clock.now()
+        ok = True
+        try:
+            arguments = json.loads(action.arguments or "{}")
+            if not isinstance(arguments, dict):
+                raise ValueError("arguments must be a JSON object")
+        except ValueError:
+            arguments = None
+        if arguments is None:
+            output = json.dumps({"ok": False, "error": "invalid_arguments"})
+            ok = False
+        elif self.deps.tools is None:
+            output = json.dumps({"ok": False, "error": "tools_unavailable"})
+            ok = False
+        else:
+            try:
+                # The core answers the model with a timeout result at tool_timeout_s; this bound only
+                # stops the task itself from outliving that.
+                async with asyncio.timeout(self.deps.settings.tool_timeout_s + 1.0):
+                    output = await self.deps.tools.run(self, action.name, arguments)
+            except TimeoutError:
+                output = json.dumps({"ok": False, "error": "timeout"})
+                ok = False
+            except SwitchboardError as exc:
+                output = json.dumps({"ok": False, "error": type(exc).__name__})
+                ok = False
+        duration_ms = (self.deps.clock.now() - started) * 1000.0
+        self.deps.metrics.tool_calls.labels(tool=action.name, outcome="ok" if ok else "error").inc()
+        self.deps.metrics.tool_seconds.labels(tool=action.name).observe(duration_ms / 1000.0)
+        log.info("tool_call.finished", tool=action.name, duration_ms=round(duration_ms, 1), status="ok" if ok else "error")
+        self._feed(ToolCallFinished(call_id=action.call_id, output=output, ok=ok))
+
+    def _record(self, action: RecordMessage) -> None:
+        recorder = self.deps.recorder
+        if recorder is None:
+            return
+        arguments: dict[str, Any] | None = None
+        if action.arguments is not None:
+            try:
+                parsed = json.loads(action.arguments)
+                arguments = parsed if isinstance(parsed, dict) else {"value": parsed}
+            except ValueError:
+                arguments = {"raw": action.arguments}
+        recorder.add_message_nowait(
+            self.context.call_sid, message_id=f"{self.context.call_sid}:{action.message_id}", role=action.role,
+            text=action.text, at=self.deps.clock.wall(), seq=action.seq, name=action.name, arguments=arguments,
+            result=action.result, duration_ms=action.duration_ms,
+        )
+
+    # ------------------------------------------------------------------ latency bookkeeping
+    def _observe_model_event(self, event: CallEvent, now: float) -> None:
+        from switchboard.bridge.call.events import CallerStartedSpeaking, CallerStoppedSpeaking
+
+        if isinstance(event, CallerStoppedSpeaking):
+            self._turn = _Turn(speech_stopped_at=now)
+        elif isinstance(event, CallerStartedSpeaking):
+            self._turn = _Turn()
+
+    def _close_turn(self, now: float) -> None:
+        turn = self._turn
+        if self.timings.first_audio_sent_at is None:
+            self.timings.first_audio_sent_at = now
+            if self.timings.stream_started_at is not None:
+                self.deps.metrics.greeting_seconds.observe(max(0.0, now - self.timings.stream_started_at))
+        if turn.speech_stopped_at is not None:
+            latency = now - turn.speech_stopped_at
+            self.timings.turns.append({"speech_stopped_to_first_audio_ms": round(latency * 1000.0, 2)})
+            self.deps.metrics.turn_seconds.observe(latency)
+
+    # ------------------------------------------------------------------ ending
+    def _count_bad_frame(self, peer: str, kind: str) -> None:
+        key = f"{peer}:{kind}"
+        count = self._bad_frames.get(key, 0) + 1
+        self._bad_frames[key] = count
+        self.deps.metrics.bad_frames.labels(peer=peer, kind=kind).inc()
+        if count == 1:
+            log.warning("frame.rejected", peer=peer, kind=kind)
+
+    def _end(self, reason: str) -> None:
+        if self._end_reason is None:
+            self._end_reason = reason
+        self._ended.set()
+
+    async def _supervise(self) -> None:
+        await self._ended.wait()
+        twilio = self.twilio
+        if twilio is not None:
+            # Let the last queued messages (a goodbye's final mark) leave before we close.
+            with contextlib.suppress(TimeoutError):
+                await twilio.wait_until_sent(self.deps.settings.close_timeout_s)
+        raise CallEnded(self._end_reason or "ended")
+
+    async def _close_peers(self, timeout_s: float) -> None:
+        for peer in (self.twilio, self.model):
+            if peer is None:
+                continue
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await peer.close()
+            except (TimeoutError, OSError, RuntimeError):
+                log.warning("call.close_timeout", peer=type(peer).__name__)
+
+    def _finish_record(self) -> None:
+        clock = self.deps.clock
+        reason = self._end_reason or "ended"
+        stats = self.core.stats() if self.core is not None else None
+        duration_s = (
+            clock.now() - self.timings.stream_started_at if self.timings.stream_started_at is not None else 0.0
+        )
+        self.deps.metrics.calls_ended.labels(reason=reason).inc()
+        usage = dict(stats.usage) if stats else {}
+        log.info(
+            "call.ended", end_reason=reason, duration_s=round(duration_s, 3),
+            caller_frames=stats.caller_frames if stats else 0,
+            caller_frames_dropped=stats.caller_frames_dropped if stats else 0,
+            model_audio_ms=round(stats.model_audio_ms, 1) if stats else 0,
+            model_audio_dropped_ms=round(stats.model_audio_dropped_ms, 1) if stats else 0,
+            barge_ins=stats.barge_ins if stats else 0, tool_calls=stats.tool_calls if stats else 0,
+            bad_frames=dict(self._bad_frames), turns=self.timings.turns,
+        )
+        if self.deps.recorder is not None and self.core is not None:
+            self.deps.recorder.end_conversation_nowait(
+                self.context.call_sid, end_reason=reason, ended_at=clock.wall(), duration_s=round(duration_s, 3),
+                usage=usage, turns=self.timings.turns,
+            )
