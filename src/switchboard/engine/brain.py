@@ -166,7 +166,8 @@ def _answer_caller(given: BrainInput) -> Decision:
     text = _last_caller_text(given.turns)
     lowered = _normalise(text)
     content = content_stems(lowered)
-    if not content and not _END_CALL.search(lowered):
+    has_digits = any(ch.isdigit() for ch in _spoken_digits_to_numerals(text))
+    if not content and not has_digits and not _END_CALL.search(lowered):
         return Say(ASK_TO_REPEAT)
 
     if "end_call" in tools and _END_CALL.search(lowered):

@@ -558,7 +558,7 @@ class RealtimeSession:
         item["content"].append(part)
         outputs.append(self._send({"type": "response.content_part.added", "response_id": response_id,
                                    "item_id": item_id, "output_index": output_index, "content_index": 0,
-                                   "part": dict(part)}))
+                                   "part": _content_part(part)}))
         return item_id, outputs
 
     def response_message_sentence(self, response_id: str, item_id: str, text: str, mulaw: bytes) -> list[Output]:
@@ -604,7 +604,7 @@ class RealtimeSession:
                                        "transcript": part["transcript"]}))
         else:
             outputs.append(self._send({"type": "response.output_text.done", **common, "text": part["text"]}))
-        outputs.append(self._send({"type": "response.content_part.done", **common, "part": dict(part)}))
+        outputs.append(self._send({"type": "response.content_part.done", **common, "part": _content_part(part)}))
         item["status"] = "completed"
         outputs.append(self._send({"type": "response.output_item.done", "response_id": response_id,
                                    "output_index": output_index, "item": self._item_view(item)}))
@@ -729,6 +729,11 @@ def _require(event: Mapping[str, Any], name: str, kind: type | tuple[type, ...])
     if not isinstance(value, kind) or isinstance(value, bool):
         raise ClientError("missing_required_parameter", f"Missing required parameter: '{name}'.", name)
     return value
+
+
+def _content_part(part: Mapping[str, Any]) -> dict[str, Any]:
+    """content_part events name the part "audio"/"text" where the item content says output_audio/output_text."""
+    return {**part, "type": "audio" if part["type"] == "output_audio" else "text"}
 
 
 def _copy(item: Mapping[str, Any]) -> dict[str, Any]:
