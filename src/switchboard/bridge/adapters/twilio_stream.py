@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -30,6 +31,7 @@ class TwilioStream:
             while True:
                 text = await self._outbox.get()
                 await self._websocket.send_text(text)
+                self._outbox.task_done()
         except (WebSocketDisconnect, RuntimeError, OSError):
             raise CallerGone("socket closed while sending") from None
 
@@ -58,12 +60,9 @@ class TwilioStream:
     async def wait_until_sent(self, timeout_s: float) -> None:
         """Wait (bounded) for queued messages to be written, e.g. a goodbye before closing."""
         async with asyncio.timeout(timeout_s):
-            while not self._outbox.empty():
-                await asyncio.sleep(0.005)
+            await self._outbox.join()
 
     async def close(self, code: int = 1000) -> None:
         if self._websocket.client_state is WebSocketState.CONNECTED:
-            try:
+            with contextlib.suppress(RuntimeError, OSError):
                 await self._websocket.close(code=code)
-            except (RuntimeError, OSError):
-                pass

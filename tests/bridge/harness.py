@@ -1,0 +1,129 @@
+"""A whole voice stack on loopback for end-to-end call tests.
+
+The AI server is the real app on a throwaway SQLite database (in-process, httpx.ASGITransport);
+the model is FakeRealtimeServer on 127.0.0.1; the voice server runs under uvicorn on 127.0.0.1:0;
+the caller is TwilioCaller, which signs like Twilio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from switchboard.bridge.app import create_app as create_voice_app
+from switchboard.config import AISettings, VoiceSettings
+from switchboard.fakes.realtime_server import FakeRealtimeServer
+from switchboard.knowledge.app import create_app as create_ai_app
+from switchboard.knowledge.database import create_engine, migrate
+from switchboard.knowledge.embeddings import load_embedder
+from switchboard.knowledge.tenant_file import parse_tenant_file
+from switchboard.knowledge.tenant_loader import load_tenants
+from switchboard.simulator.twilio_caller import TwilioCaller
+
+AUTH_TOKEN = "test-auth-token-1234567890"
+ACCOUNT_SID = "AC" + "0" * 32
+SERVICE_TOKEN = "test-service-token-abcdef"
+API_KEY = "sk-test-not-a-real-key-0123456789"
+
+TENANT_YAML = """
+tenants:
+  - key: acme-support
+    company: Acme Outdoor
+    numbers: ["+15551230001"]
+    sip_domains: ["acme.sip.twilio.com"]
+    application_sids: []
+    greeting: "Thanks for calling Acme Outdoor, how can I help?"
+    instructions: "You help callers with orders, returns and store hours."
+    voice: {provider: openai, name: marin, speed: 1.1}
+    transcriber: none
+    business_hours: {timezone: America/New_York, mon-fri: "09:00-18:00", sat: "10:00-14:00"}
+    transfer: {number: "+15559990000", caller_id: "+15551230001"}
+    credits: 500
+  - key: broke-co
+    company: Broke Co
+    numbers: ["+15551230002"]
+    greeting: "Hello."
+    instructions: "Be brief."
+    voice: {provider: openai, name: cedar, speed: 1.0}
+    credits: 0
+"""
+
+_EMBEDDER: Any = None
+
+
+async def load_tenant_yaml(database_url: str, text: str, folder: Path) -> None:
+    global _EMBEDDER
+    if _EMBEDDER is None:
+        _EMBEDDER = await asyncio.to_thread(load_embedder)
+    engine = create_engine(database_url)
+    try:
+        await migrate(engine)
+        await load_tenants(engine, parse_tenant_file(text), folder, _EMBEDDER, now=datetime.now(UTC))
+    finally:
+        await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def serve_on_loopback(app: Any) -> AsyncIterator[str]:
+    """Run an ASGI app under uvicorn on 127.0.0.1:<free port>; yields its base URL."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="on", log_config=None, access_log=False,
+                            ws_max_size=1 << 20)
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.get_running_loop().create_task(server.serve(), name="uvicorn")
+    try:
+        async with asyncio.timeout(10):
+            while not server.started:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        async with asyncio.timeout(10):
+            await task
+
+
+@dataclass
+class VoiceStack:
+    voice_url: str
+    model: FakeRealtimeServer
+    voice_app: Any
+    settings: VoiceSettings
+
+    def caller(self, **kwargs: Any) -> TwilioCaller:
+        return TwilioCaller(self.voice_url, auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID, **kwargs)
+
+
+@contextlib.asynccontextmanager
+async def voice_stack(tmp_path: Path, *, tenant_yaml: str = TENANT_YAML, model: FakeRealtimeServer | None = None,
+                      **overrides: Any) -> AsyncIterator[VoiceStack]:
+    ai_url = f"sqlite+aiosqlite:///{tmp_path}/ai.db"
+    await load_tenant_yaml(ai_url, tenant_yaml, tmp_path)
+    ai_app = create_ai_app(AISettings(AI_DATABASE_URL=ai_url, SWITCHBOARD_SERVICE_TOKEN=SERVICE_TOKEN))
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(ai_app.router.lifespan_context(ai_app))
+        fake = model or FakeRealtimeServer(api_key=API_KEY)
+        await stack.enter_async_context(fake)
+        values: dict[str, Any] = {
+            "OPENAI_API_KEY": API_KEY,
+            "OPENAI_REALTIME_URL": fake.realtime_url,
+            "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+            "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+            "SWITCHBOARD_SERVICE_TOKEN": SERVICE_TOKEN,
+            "AI_SERVER_URL": "http://ai.internal",
+        }
+        values.update(overrides)
+        settings = VoiceSettings(**values)
+        voice_app = create_voice_app(settings, ai_transport=httpx.ASGITransport(app=ai_app))
+        voice_url = await stack.enter_async_context(serve_on_loopback(voice_app))
+        yield VoiceStack(voice_url=voice_url, model=fake, voice_app=voice_app, settings=settings)
