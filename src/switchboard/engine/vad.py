@@ -139,5 +139,7 @@ class TurnDetector:
         if self._silence_ms >= self.silence_duration_ms:
             self._is_speaking = False
             self._silence_ms = 0
+            # The audio up to here belongs to this turn; the next turn cannot reach back into it.
+            self._floor_ms = self._position_ms
             return SpeechStopped(audio_end_ms=self._position_ms)
         return None
