@@ -100,7 +100,9 @@ def _validate_client_event(text: str) -> JsonDict | ClientEventRejected:
         model = adapter.validate_json(text, strict=True)
     except pydantic.ValidationError as exc:
         first = exc.errors()[0]
-        param = ".".join(str(part) for part in first["loc"])
+        # Union members show up in the location by class name; the API reports only field names.
+        param = ".".join(str(part) for part in first["loc"]
+                         if not (isinstance(part, str) and (part[:1].isupper() or "[" in part)))
         if first["type"] == "missing":
             return ClientEventRejected("missing_required_parameter",
                                        f"Missing required parameter: '{param}'.", param, raw)
@@ -440,7 +442,7 @@ class FakeRealtimeSession:
         audio = bytes(self.input_audio[self._buffer_start_byte :])
         self._buffer_start_byte = len(self.input_audio)
         self._buffer_start_ms = self.input_audio_ms
-        item = {"id": item_id, "object": "realtime.item", "type": "message", "role": "user",
+        item: JsonDict = {"id": item_id, "object": "realtime.item", "type": "message", "role": "user",
                 "status": "completed", "content": [{"type": "input_audio", "transcript": None}]}
         entry = _Item(item, bytearray(audio), _bytes_per_ms(self._input_format()))
         self._add_item(item_id, entry, previous)
@@ -840,7 +842,7 @@ class FakeRealtimeSession:
         is_audio = modalities == ["audio"]
         item_id = self._new_id("item")
         response.item_ids.append(item_id)
-        item = {"id": item_id, "object": "realtime.item", "type": "message", "role": "assistant",
+        item: JsonDict = {"id": item_id, "object": "realtime.item", "type": "message", "role": "assistant",
                 "status": "in_progress", "content": []}
         ids = {"response_id": response.response_id, "item_id": item_id, "output_index": output_index,
                "content_index": 0}
@@ -921,7 +923,8 @@ class FakeRealtimeSession:
         call_id = reply.call_id or self._new_id("call")
         response.item_ids.append(item_id)
         arguments = json.dumps(reply.arguments)
-        item = {"id": item_id, "object": "realtime.item", "type": "function_call", "status": "in_progress",
+        item: JsonDict = {"id": item_id, "object": "realtime.item", "type": "function_call",
+                          "status": "in_progress",
                 "name": reply.name, "call_id": call_id, "arguments": ""}
         previous = self._item_order[-1] if self._item_order else None
         if response.in_conversation:
@@ -1161,7 +1164,7 @@ class FakeRealtimeServer:
     def port(self) -> int:
         if self._server is None:
             raise RuntimeError("FakeRealtimeServer is not running")
-        port: int = self._server.sockets[0].getsockname()[1]
+        port: int = next(iter(self._server.sockets)).getsockname()[1]
         return port
 
     @property
