@@ -11,6 +11,7 @@ import logging
 import re
 import sys
 from collections.abc import Iterable, MutableMapping
+from contextvars import ContextVar
 from typing import Any
 
 import structlog
@@ -92,6 +93,7 @@ def configure_logging(
         register_secret(secret)
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        _merge_call_ids,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         RedactionProcessor(keep_pii=environment == "development"),
@@ -110,9 +112,31 @@ def configure_logging(
     logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(message)s")
 
 
+# One mutable dict per call, shared by every task of the call: ids learnt later (the stream_sid
+# arrives after the model task started) reach the log lines of tasks created earlier.
+_CALL_IDS: ContextVar[dict[str, str] | None] = ContextVar("switchboard_call_ids", default=None)
+
+
+def start_call_context(**ids: str | None) -> None:
+    """Give the current task (and the tasks it creates from now on) a fresh set of call ids."""
+    _CALL_IDS.set({k: v for k, v in ids.items() if v})
+
+
 def bind_call_context(**ids: str | None) -> None:
-    """Bind call ids (call_sid, stream_sid, tenant) to every log line of the current task tree."""
-    structlog.contextvars.bind_contextvars(**{k: v for k, v in ids.items() if v})
+    """Add call ids (call_sid, stream_sid, tenant) to every log line of the current call's tasks."""
+    current = _CALL_IDS.get()
+    if current is None:
+        current = {}
+        _CALL_IDS.set(current)
+    current.update({k: v for k, v in ids.items() if v})
+
+
+def _merge_call_ids(logger: object, method_name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    ids = _CALL_IDS.get()
+    if ids:
+        for key, value in ids.items():
+            event_dict.setdefault(key, value)
+    return event_dict
 
 
 def get_logger(name: str) -> Any:

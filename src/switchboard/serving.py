@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import sys
 from typing import Any
 
 import uvicorn
@@ -54,10 +53,6 @@ def build_app(service: str) -> tuple[Any, Any]:
         _configure(app_settings)
         ensure_sqlite_folder(app_settings.app_database_url)
         return create_tickets_app(app_settings), app_settings
-    if service == "engine":
-        from switchboard.engine.app import create_app as create_engine_app
-
-        return create_engine_app(), None
     raise ValueError(f"unknown service {service!r}")
 
 
@@ -105,6 +100,8 @@ def serve(service: str, *, host: str, port: int) -> int:
         from switchboard.local_stack import serve_all
 
         return serve_all(host=host)
+    if service == "engine":
+        return serve_engine(host=host, port=port)
     app, settings = build_app(service)
     drain_timeout_s = settings.drain_timeout_s if isinstance(settings, VoiceSettings) else None
     config = uvicorn.Config(
@@ -116,8 +113,28 @@ def serve(service: str, *, host: str, port: int) -> int:
     return 0 if not server.started or server.should_exit else 1
 
 
-def main_for_subprocess() -> None:  # pragma: no cover - used by `serve all`
-    service = sys.argv[1]
-    port = int(sys.argv[2])
-    host = os.environ.get("SWITCHBOARD_HOST", "127.0.0.1")
-    raise SystemExit(serve(service, host=host, port=port))
+def serve_engine(*, host: str, port: int) -> int:
+    """The local speech engine (contract §6); it speaks the Realtime protocol on /v1/realtime."""
+    configure_logging(os.environ.get("SWITCHBOARD_LOG_FORMAT", "json"), os.environ.get("SWITCHBOARD_LOG_LEVEL", "INFO"))
+    from switchboard.engine.app import run_engine
+
+    loop_factory = None
+    if _loop_kind() == "uvloop":
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        stop = asyncio.Event()
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            async with asyncio.TaskGroup() as tasks:
+                engine_task = tasks.create_task(run_engine(host, port), name="engine")
+                await stop.wait()
+                engine_task.cancel()
+
+        with contextlib.suppress(asyncio.CancelledError):
+            runner.run(main())
+    return 0

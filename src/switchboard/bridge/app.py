@@ -31,7 +31,7 @@ from switchboard.clock import Clock, SystemClock
 from switchboard.config import SettingsError, VoiceSettings
 from switchboard.errors import TenantNotFound, UpstreamError
 from switchboard.http_clients import build_http_client
-from switchboard.logs import bind_call_context, get_logger, mask_phone
+from switchboard.logs import get_logger, mask_phone, start_call_context
 
 log = get_logger("switchboard.voice")
 
@@ -175,7 +175,7 @@ def create_app(
             metrics.webhooks.labels(outcome="draining").inc()
             return PlainTextResponse("draining", status_code=503, headers={"Retry-After": RETRY_AFTER_S})
         call_sid = params.get("CallSid", "")
-        bind_call_context(call_sid=call_sid)
+        start_call_context(call_sid=call_sid)
         sip_domain = params.get("SipDomain") or None
         to = params.get("To") or None
         from_value = params.get("From", "")
@@ -236,7 +236,7 @@ def create_app(
         if start is None:
             await twilio.close()
             return
-        bind_call_context(call_sid=start.call_sid, stream_sid=start.stream_sid)
+        start_call_context(call_sid=start.call_sid, stream_sid=start.stream_sid)
         call = registry.calls.get(start.call_sid)
         if call is not None and call.attach_stream(twilio, start):
             await call.finished.wait()

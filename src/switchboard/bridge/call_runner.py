@@ -54,7 +54,7 @@ from switchboard.bridge.wire.twilio_media import (
 from switchboard.clock import Clock, TimerHandle
 from switchboard.config import VoiceSettings
 from switchboard.errors import CallEnded, CallerGone, SwitchboardError, UpstreamError
-from switchboard.logs import bind_call_context, get_logger, mask_phone
+from switchboard.logs import bind_call_context, get_logger, mask_phone, start_call_context
 
 log = get_logger("switchboard.call")
 
@@ -156,7 +156,7 @@ class LiveCall:
 
     async def run(self) -> None:
         """Run the call to its end. Never raises for call-level failures; they end the call."""
-        bind_call_context(call_sid=self.context.call_sid, tenant=self.context.bot_profile_key)
+        start_call_context(call_sid=self.context.call_sid, tenant=self.context.bot_profile_key)
         settings = self.deps.settings
         metrics = self.deps.metrics
         metrics.live_calls.inc()
