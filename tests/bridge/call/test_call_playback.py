@@ -1,0 +1,248 @@
+"""Model audio toward the caller: one media + one mark per delta, pacing, marks, barge-in."""
+
+from __future__ import annotations
+
+import pytest
+from callkit import FAR, NO_PACING, answered_call, echo, mulaw_b64, of_type, payloads, speak
+
+from switchboard.bridge.call.actions import (
+    CancelModelResponse,
+    ClearCallerPlayback,
+    DeleteModelItem,
+    PlayToCaller,
+    SendPlaybackMark,
+    TruncateModelAudio,
+)
+from switchboard.bridge.call.events import (
+    CallerStartedSpeaking,
+    DeadlineReached,
+    ModelAudio,
+    ModelResponseDone,
+    ModelResponseStarted,
+    PlaybackMarked,
+)
+
+
+def test_each_model_delta_becomes_one_media_with_the_same_payload_then_one_mark():
+    call = answered_call(**NO_PACING)
+    call.handle(ModelResponseStarted(response_id="resp_1"), now=1.0)
+    deltas = [mulaw_b64(100, fill=1), mulaw_b64(40, fill=2), mulaw_b64(260, fill=3)]
+
+    actions = []
+    for delta in deltas:
+        actions += call.handle(ModelAudio(response_id="resp_1", item_id="item_1", payload=delta), now=1.0)
+
+    assert [type(a) for a in actions] == [PlayToCaller, SendPlaybackMark] * 3
+    assert payloads(actions) == deltas
+    marks = of_type(actions, SendPlaybackMark)
+    assert [(m.item_id, m.audio_end_ms) for m in marks] == [("item_1", 100), ("item_1", 140), ("item_1", 400)]
+    assert len({m.name for m in marks}) == 3
+    assert call.stats().model_audio_ms == 400.0
+
+
+def test_marks_count_audio_per_item():
+    call = answered_call(**NO_PACING)
+    _, first = speak(call, response_id="resp_1", item_id="item_1", chunks_ms=[200, 200], now=1.0)
+    call.handle(ModelResponseDone(response_id="resp_1", status="completed"), now=1.1)
+    _, second = speak(call, response_id="resp_2", item_id="item_2", chunks_ms=[300], now=1.2)
+
+    assert [m.audio_end_ms for m in first] == [200, 400]
+    assert [(m.item_id, m.audio_end_ms) for m in second] == [("item_2", 300)]
+
+
+def test_pacing_keeps_only_the_lead_unplayed_and_releases_the_rest_at_the_deadlines():
+    call = answered_call(playback_lead_ms=300.0)
+    call.handle(ModelResponseStarted(response_id="resp_1"), now=10.0)
+    deltas = [mulaw_b64(100, fill=i) for i in range(10)]
+
+    released = []
+    for delta in deltas:
+        released += payloads(call.handle(ModelAudio(response_id="resp_1", item_id="item_1", payload=delta), now=10.0))
+
+    assert 3 <= len(released) <= 4
+    assert released == deltas[: len(released)]
+    # From here on one delta is due each time the unplayed lead would drop under 300 ms:
+    # after k deltas (100 ms each, starting at 10.0) that is 10.0 + k * 0.1 - 0.3.
+    while len(released) < 10:
+        deadline = call.next_deadline()
+        assert deadline == pytest.approx(10.0 + len(released) * 0.1 - 0.3)
+        # Fired a hair late, as a real timer does (exactly-on-time firing: see test_found_bugs.py).
+        actions = call.handle(DeadlineReached(), now=deadline + 0.001)
+        assert len(of_type(actions, PlayToCaller)) == 1
+        assert len(of_type(actions, SendPlaybackMark)) == 1
+        released += payloads(actions)
+    assert released == deltas
+    assert call.next_deadline() == FAR  # queue empty: no pacing timer left
+    assert call.has_unplayed_audio
+
+
+def test_an_early_deadline_releases_nothing():
+    call = answered_call(playback_lead_ms=300.0)
+    speak(call, response_id="resp_1", item_id="item_1", chunks_ms=[100] * 10, now=10.0)
+    deadline = call.next_deadline()
+    assert deadline is not None and deadline > 10.05
+
+    assert of_type(call.handle(DeadlineReached(), now=10.05), PlayToCaller) == []
+
+
+def test_has_unplayed_audio_until_the_last_mark_is_echoed():
+    call = answered_call(**NO_PACING)
+    _, marks = speak(call, response_id="resp_1", item_id="item_1", chunks_ms=[100, 100, 100], now=1.0)
+    call.handle(ModelResponseDone(response_id="resp_1", status="completed"), now=1.05)
+
+    echo(call, marks[:2], now=1.2)
+    assert call.has_unplayed_audio
+    echo(call, marks[2:], now=1.3)
+    assert not call.has_unplayed_audio
+
+
+def test_is_model_speaking_follows_the_response():
+    call = answered_call()
+    assert not call.is_model_speaking
+    call.handle(ModelResponseStarted(response_id="resp_1"), now=1.0)
+    assert call.is_model_speaking
+    call.handle(ModelResponseDone(response_id="resp_1", status="completed"), now=2.0)
+    assert not call.is_model_speaking
+
+
+def test_barge_in_clears_cancels_and_truncates_at_the_last_echoed_mark():
+    call = answered_call(**NO_PACING)
+    _, marks = speak(call, response_id="resp_1", item_id="item_1", chunks_ms=[100] * 20, now=10.0)
+    assert marks[-1].audio_end_ms == 2000  # 2000 ms sent
+    echo(call, marks[:6], now=10.6)  # played up to 600 ms
+
+    assert call.handle(CallerStartedSpeaking(item_id="item_u1", audio_start_ms=4200), now=10.7) == [
+        ClearCallerPlayback(),
+        CancelModelResponse(response_id="resp_1"),
+        TruncateModelAudio(item_id="item_1", audio_end_ms=600),
+    ]
+    assert call.stats().barge_ins == 1
+    assert not call.has_unplayed_audio
+
+
+def test_a_later_echoed_mark_proves_the_earlier_ones_played():
+    call = answered_call(**NO_PACING)
+    _, marks = speak(call, response_id="resp_1", item_id="item_1", chunks_ms=[100] * 10, now=10.0)
+    call.handle(PlaybackMarked(name=marks[6].name), now=10.7)  # Twilio plays in order
+
+    actions = call.handle(CallerStartedSpeaking(), now=10.75)
+
+    assert TruncateModelAudio(item_id="item_1", audio_end_ms=700) in actions
+
+
+def test_barge_in_after_the_response_is_done_truncates_without_cancelling():
+    call = answered_call(**NO_PACING)
+    _, marks = speak(call, response_id="resp_1", item_id="item_1", chunks_ms=[100] * 20, now=10.0)
+    call.handle(ModelResponseDone(response_id="resp_1", status="completed"), now=10.1)
+    echo(call, marks[:6], now=10.6)
+
+    assert call.handle(CallerStartedSpeaking(), now=10.7) == [
+        ClearCallerPlayback(),
+        TruncateModelAudio(item_id="item_1", audio_end_ms=600),
+    ]
+
+
+def test_barge_in_deletes_an_item_the_caller_never_heard():
+    call = answered_call(**NO_PACING)
+    speak(call, response_id="resp_1", item_id="item_1", chunks_ms=[100] * 5, now=10.0)
+
+    assert call.handle(CallerStartedSpeaking(), now=10.05) == [
+        ClearCallerPlayback(),
+        CancelModelResponse(response_id="resp_1"),
+        DeleteModelItem(item_id="item_1"),
+    ]
+
+
+def test_barge_in_before_any_audio_only_cancels():
+    call = answered_call()
+    call.handle(ModelResponseStarted(response_id="resp_1"), now=10.0)
+
+    assert call.handle(CallerStartedSpeaking(), now=10.1) == [
+        ClearCallerPlayback(),
+        CancelModelResponse(response_id="resp_1"),
+    ]
+
+
+def test_barge_in_with_nothing_playing_only_clears():
+    call = answered_call()
+    assert call.handle(CallerStartedSpeaking(), now=5.0) == [ClearCallerPlayback()]
+    assert call.stats().barge_ins == 0
+
+
+def test_truncation_never_exceeds_what_was_sent_while_pacing_holds_audio_back():
+    call = answered_call(playback_lead_ms=300.0)
+    _, marks = speak(call, response_id="resp_1", item_id="item_1", chunks_ms=[100] * 10, now=10.0)
+    sent_ms = marks[-1].audio_end_ms
+    assert sent_ms < 1000  # the rest is still queued here
+    echo(call, marks, now=10.0 + sent_ms / 1000)  # all that was sent has played
+
+    actions = call.handle(CallerStartedSpeaking(), now=10.0 + sent_ms / 1000 + 0.01)
+
+    assert of_type(actions, TruncateModelAudio) == [TruncateModelAudio(item_id="item_1", audio_end_ms=sent_ms)]
+
+
+def test_fully_heard_audio_of_a_still_active_response_is_truncated_at_its_full_length():
+    call = answered_call(**NO_PACING)
+    _, marks = speak(call, response_id="resp_1", item_id="item_1", chunks_ms=[100] * 8, now=10.0)
+    echo(call, marks, now=10.8)
+
+    assert call.handle(CallerStartedSpeaking(), now=10.9) == [
+        ClearCallerPlayback(),
+        CancelModelResponse(response_id="resp_1"),
+        TruncateModelAudio(item_id="item_1", audio_end_ms=800),
+    ]
+
+
+def test_queued_audio_is_dropped_at_barge_in_and_never_released():
+    call = answered_call(playback_lead_ms=300.0)
+    speak(call, response_id="resp_1", item_id="item_1", chunks_ms=[100] * 10, now=10.0)
+    call.handle(CallerStartedSpeaking(), now=10.05)
+
+    assert not call.has_unplayed_audio
+    assert of_type(call.handle(DeadlineReached(), now=10.5), PlayToCaller) == []
+    assert call.stats().model_audio_dropped_ms >= 600.0
+
+
+def test_late_audio_of_the_cancelled_response_is_dropped():
+    call = answered_call(**NO_PACING)
+    speak(call, response_id="resp_1", item_id="item_1", chunks_ms=[100] * 3, now=10.0)
+    call.handle(CallerStartedSpeaking(), now=10.1)
+
+    late = call.handle(ModelAudio(response_id="resp_1", item_id="item_1", payload=mulaw_b64(100)), now=10.12)
+
+    assert of_type(late, PlayToCaller) == []
+    assert of_type(late, SendPlaybackMark) == []
+    assert call.stats().model_audio_dropped_ms == 100.0
+
+    call.handle(ModelResponseDone(response_id="resp_1", status="cancelled"), now=10.2)
+    fresh = mulaw_b64(100, fill=9)
+    call.handle(ModelResponseStarted(response_id="resp_2"), now=11.0)
+    actions = call.handle(ModelAudio(response_id="resp_2", item_id="item_2", payload=fresh), now=11.0)
+    assert payloads(actions) == [fresh]
+
+
+def test_marks_echoed_after_a_clear_do_not_count_as_heard():
+    call = answered_call(**NO_PACING)
+    _, old_marks = speak(call, response_id="resp_1", item_id="item_1", chunks_ms=[100] * 20, now=10.0)
+    echo(call, old_marks[:6], now=10.6)
+    call.handle(CallerStartedSpeaking(), now=10.7)
+    call.handle(ModelResponseDone(response_id="resp_1", status="cancelled"), now=10.75)
+    _, new_marks = speak(call, response_id="resp_2", item_id="item_2", chunks_ms=[100] * 3, now=12.0)
+
+    # Twilio answers the clear by echoing every mark that was pending, although none of it played.
+    assert echo(call, old_marks[6:], now=12.01) == []
+
+    assert call.has_unplayed_audio
+    assert call.handle(CallerStartedSpeaking(), now=12.05) == [
+        ClearCallerPlayback(),
+        CancelModelResponse(response_id="resp_2"),
+        DeleteModelItem(item_id="item_2"),
+    ]
+    assert new_marks  # item_2 was sent, and not one of its marks came back
+
+
+def test_unknown_mark_names_are_ignored():
+    call = answered_call(**NO_PACING)
+    speak(call, response_id="resp_1", item_id="item_1", chunks_ms=[100], now=1.0)
+    assert call.handle(PlaybackMarked(name="not-ours"), now=1.05) == []
+    assert call.has_unplayed_audio
