@@ -1,0 +1,493 @@
+"""The voice server's client for the App server: a durable outbox for the call record, plus tickets.
+
+Conversation opens, messages and ends are queued by `*_nowait` (never blocking, never raising, so
+the audio path can call them) and delivered in order by `run()`, which retries while the App
+server is down and keeps an append-only JSONL spool so a restarted voice server delivers what the
+last one could not. Tickets are created directly: a tool needs the answer. httpx errors become the
+project's UpstreamError family here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+from urllib.parse import quote
+
+import httpx
+
+from switchboard.errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout, UpstreamUnavailable
+from switchboard.http_clients import build_http_client
+from switchboard.logs import get_logger
+
+SERVICE = "app_server"
+SPOOL_FILE_NAME = "app-outbox.jsonl"
+SPOOL_FORMAT_VERSION = 1
+# The spool is rewritten with only what is pending once it holds this many records more than
+# twice the pending count: its size stays proportional to what is undelivered.
+_COMPACT_SLACK_RECORDS = 1_000
+# 401/403 mean the two services disagree on the token, and 408/425/429 ask for a later retry:
+# keeping these queued (and spooled) lets a corrected restart deliver them.
+_RETRYABLE_4XX = frozenset({401, 403, 408, 425, 429})
+
+log = get_logger("switchboard.bridge.app_server")
+
+ItemKind = Literal["open", "message", "end"]
+_T = TypeVar("_T")
+
+
+class AppServerRejected(UpstreamProtocolError):
+    """The App server answered 4xx: this request, as sent, will not be accepted."""
+
+    def __init__(self, operation: str, status_code: int, error_code: str | None, *, retryable: bool) -> None:
+        super().__init__(SERVICE, f"{operation} answered {status_code} {error_code or ''}".strip(), retryable=retryable)
+        self.status_code = status_code
+        self.error_code = error_code
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """One write to deliver. `item_id` is unique across processes, so the spool can mark it done."""
+
+    item_id: str
+    call_sid: str
+    kind: ItemKind
+    body: dict[str, Any]
+
+    def request(self) -> tuple[str, str]:
+        path = f"/api/conversations/{quote(self.call_sid, safe='')}"
+        if self.kind == "open":
+            return "PUT", path
+        if self.kind == "message":
+            return "POST", path + "/messages"
+        return "POST", path + "/end"
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "op": "enqueue", "v": SPOOL_FORMAT_VERSION, "id": self.item_id,
+            "call_sid": self.call_sid, "kind": self.kind, "body": self.body,
+        }
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat()
+
+
+def _pending_in_spool(lines: list[str]) -> tuple[list[OutboxItem], int]:
+    """Items enqueued and never marked done, in spool order; and how many lines were unreadable."""
+    pending: dict[str, OutboxItem] = {}
+    unreadable = 0
+    for line in lines:
+        try:
+            record = json.loads(line)
+            if record["op"] == "enqueue":
+                if record["kind"] not in ("open", "message", "end") or not isinstance(record["body"], dict):
+                    raise ValueError("unknown item")
+                item = OutboxItem(str(record["id"]), str(record["call_sid"]), record["kind"], record["body"])
+                pending[item.item_id] = item
+            elif record["op"] == "done":
+                pending.pop(str(record["id"]), None)
+        except (ValueError, KeyError, TypeError):
+            # A crash mid-append leaves a partial last line; anything else unreadable is skipped too.
+            unreadable += 1
+    return list(pending.values()), unreadable
+
+
+class _SpoolFile:
+    """Blocking file operations on the spool; called only through `asyncio.to_thread`-style executors."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def read_lines(self) -> list[str]:
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            with self.path.open(encoding="utf-8") as spool:
+                return [line for line in spool.read().splitlines() if line.strip()]
+        except FileNotFoundError:
+            return []
+
+    def append(self, lines: list[str]) -> None:
+        # Transcripts and the caller's number are in here: owner-only.
+        descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(descriptor, "a", encoding="utf-8") as spool:
+            spool.write("".join(line + "\n" for line in lines))
+
+    def rewrite(self, lines: list[str]) -> None:
+        temporary = self.path.with_suffix(".tmp")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_TRUNC | os.O_CREAT, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as spool:
+            spool.write("".join(line + "\n" for line in lines))
+            spool.flush()
+            os.fsync(spool.fileno())
+        os.replace(temporary, self.path)
+
+
+class AppServerOutbox:
+    """Delivers the call record to the App server in order, through outages and restarts.
+
+    Ordering: items are delivered one at a time in the order they were queued, so a conversation's
+    open precedes its messages and messages keep their order. Delivery is at-least-once; the App
+    server makes it idempotent (PUT for opens, message_id for messages, end overwrites).
+
+    Backpressure: at most `max_pending` items wait; when full, the oldest is dropped, counted in
+    `dropped_count` and logged (`app_outbox.dropped`). The App server creates a placeholder
+    conversation for messages whose open was dropped.
+
+    Durability: every queued item is appended to `spool_dir/app-outbox.jsonl` by `run()` within
+    one file write of being queued (not fsynced: it survives the process, not power loss);
+    `run()` replays the spool of a previous process first. One spool_dir per process.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        service_token: str,
+        *,
+        spool_dir: Path,
+        http_client: httpx.AsyncClient | None = None,
+        max_pending: int = 10_000,
+        retry_initial_s: float = 0.2,
+        retry_max_s: float = 5.0,
+        request_timeout_s: float = 5.0,
+    ) -> None:
+        if max_pending < 1 or retry_initial_s <= 0 or retry_max_s < retry_initial_s or request_timeout_s <= 0:
+            raise ValueError("max_pending >= 1, 0 < retry_initial_s <= retry_max_s and request_timeout_s > 0")
+        self._base_url = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {service_token}"}
+        self._owns_http_client = http_client is None
+        self._http = http_client or build_http_client(
+            timeout_s=request_timeout_s, connect_timeout_s=min(2.0, request_timeout_s), max_connections=10
+        )
+        self._timeout = httpx.Timeout(request_timeout_s, connect=min(2.0, request_timeout_s))
+        self._spool = _SpoolFile(Path(spool_dir) / SPOOL_FILE_NAME)
+        self._max_pending = max_pending
+        self._retry_initial_s = retry_initial_s
+        self._retry_max_s = retry_max_s
+
+        self._queue: deque[OutboxItem] = deque()
+        self._unwritten: list[dict[str, Any]] = []
+        self._records_in_spool = 0
+        self._is_writing = False
+        self._is_running = False
+        self._has_replayed = False
+        self._has_work = asyncio.Event()
+        self._has_unwritten = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._delivered_count = 0
+        self._dropped_count = 0
+        self._rejected_count = 0
+
+    # -- queueing (plain defs: callable from any task, never block) --------------------------------
+
+    def open_conversation_nowait(
+        self, call_sid: str, *, tenant: str, caller: str, started_at: datetime, trace_id: str | None
+    ) -> None:
+        """Queue the conversation's open; the App server stores the caller masked."""
+        body = {"tenant": tenant, "caller": caller, "started_at": _iso(started_at), "trace_id": trace_id,
+                "status": "live"}
+        self._enqueue(call_sid, "open", body)
+
+    def add_message_nowait(
+        self,
+        call_sid: str,
+        *,
+        message_id: str,
+        role: str,
+        text: str,
+        at: datetime,
+        seq: int,
+        name: str | None = None,
+        arguments: dict[str, Any] | None = None,
+        result: str | None = None,
+        duration_ms: float | None = None,
+    ) -> None:
+        """Queue a message. Queue it again with the same message_id to replace its text
+        (an assistant message cut to what the caller heard)."""
+        body: dict[str, Any] = {"message_id": message_id, "role": role, "text": text, "at": _iso(at), "seq": seq}
+        optional = {"name": name, "arguments": arguments, "result": result, "duration_ms": duration_ms}
+        body.update({key: value for key, value in optional.items() if value is not None})
+        self._enqueue(call_sid, "message", body)
+
+    def end_conversation_nowait(
+        self,
+        call_sid: str,
+        *,
+        end_reason: str,
+        ended_at: datetime,
+        duration_s: float,
+        usage: dict[str, Any],
+        turns: list[Any],
+        summary: str | None = None,
+    ) -> None:
+        """Queue the conversation's end with its totals (usage: input_tokens, output_tokens, ...)."""
+        body: dict[str, Any] = {"end_reason": end_reason, "ended_at": _iso(ended_at), "duration_s": duration_s,
+                                "usage": usage, "turns": turns}
+        if summary is not None:
+            body["summary"] = summary
+        self._enqueue(call_sid, "end", body)
+
+    def _enqueue(self, call_sid: str, kind: ItemKind, body: dict[str, Any]) -> None:
+        item = OutboxItem(uuid.uuid4().hex, call_sid, kind, body)
+        if len(self._queue) >= self._max_pending:
+            self._drop_oldest()
+        self._queue.append(item)
+        self._unwritten.append(item.to_record())
+        self._has_work.set()
+        self._has_unwritten.set()
+        self._idle.clear()
+
+    def _drop_oldest(self) -> None:
+        oldest = self._queue.popleft()
+        self._dropped_count += 1
+        self._unwritten.append({"op": "done", "id": oldest.item_id})
+        self._has_unwritten.set()
+        log.warning(
+            "app_outbox.dropped", call_sid=oldest.call_sid, kind=oldest.kind,
+            dropped_count=self._dropped_count, max_pending=self._max_pending,
+        )
+
+    # -- state ------------------------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        """Items queued and not yet delivered (the one being delivered included)."""
+        return len(self._queue)
+
+    @property
+    def delivered_count(self) -> int:
+        return self._delivered_count
+
+    @property
+    def dropped_count(self) -> int:
+        """Items dropped because the queue was full."""
+        return self._dropped_count
+
+    @property
+    def rejected_count(self) -> int:
+        """Items the App server refused with a 4xx; logged as `app_outbox.rejected` and not retried."""
+        return self._rejected_count
+
+    def _is_idle(self) -> bool:
+        # Before the replay, the spool may hold a previous process's items: not idle yet.
+        return self._has_replayed and not self._queue and not self._unwritten and not self._is_writing
+
+    def _update_idle(self) -> None:
+        if self._is_idle():
+            self._idle.set()
+        else:
+            self._idle.clear()
+
+    async def wait_until_idle(self, timeout_s: float) -> bool:
+        """Wait until everything queued is delivered (or rejected) and the spool records it.
+
+        Returns False when that did not happen within timeout_s (e.g. the App server is down, or
+        `run()` has not yet replayed the spool of a previous process).
+        """
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    # -- direct calls -----------------------------------------------------------------------------
+
+    async def create_ticket(
+        self, *, call_sid: str, kind: str, phone_number: str, reason: str, requested_time: str | None
+    ) -> dict[str, Any]:
+        """Create a ticket now and return it (`id`, `status`, ...), within request_timeout_s.
+
+        Raises:
+            UpstreamTimeout, UpstreamUnavailable: the App server did not answer, or answered 5xx.
+            AppServerRejected: the App server refused the ticket (4xx), e.g. an invalid phone number.
+            UpstreamProtocolError: the answer was not a JSON object.
+        """
+        body = {"call_sid": call_sid, "kind": kind, "phone_number": phone_number, "reason": reason,
+                "requested_time": requested_time}
+        ticket = await self._send("POST", "/api/tickets", body, operation="create_ticket")
+        log.info("app_server.ticket_created", call_sid=call_sid, ticket_id=ticket.get("id"), kind=kind)
+        return ticket
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this outbox created it."""
+        if self._owns_http_client:
+            await self._http.aclose()
+
+    async def _send(self, method: str, path: str, body: dict[str, Any], *, operation: str) -> dict[str, Any]:
+        # `from None`: httpx's messages carry the URL, and this module never lets headers near a log.
+        try:
+            response = await self._http.request(
+                method, self._base_url + path, json=body, headers=self._headers, timeout=self._timeout
+            )
+        except httpx.TimeoutException:
+            raise UpstreamTimeout(SERVICE, f"{operation} timed out", retryable=True) from None
+        except httpx.HTTPError as exc:
+            raise UpstreamUnavailable(SERVICE, f"{operation}: {type(exc).__name__}", retryable=True) from None
+        if response.status_code >= 500:
+            raise UpstreamUnavailable(SERVICE, f"{operation} answered {response.status_code}", retryable=True)
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if response.status_code >= 400:
+            error_code = data.get("error") if isinstance(data, dict) else None
+            raise AppServerRejected(
+                operation, response.status_code, str(error_code) if error_code else None,
+                retryable=response.status_code in _RETRYABLE_4XX,
+            )
+        if not isinstance(data, dict):
+            raise UpstreamProtocolError(SERVICE, f"{operation} answered a non-object", retryable=False)
+        return data
+
+    # -- delivery ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Replay the spool of a previous process, then deliver and spool until cancelled.
+
+        Run it once, as a task of the service-wide TaskGroup. Cancelling it leaves undelivered
+        items in the spool for the next process; what was queued is flushed to the spool first.
+
+        Raises:
+            OSError: the spool folder or file cannot be read or written at start-up.
+        """
+        if self._is_running:
+            raise RuntimeError("AppServerOutbox.run() is already running")
+        self._is_running = True
+        try:
+            if not self._has_replayed:
+                await self._replay_spool()
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._write_spool_forever(), name="app-outbox-spool-writer")
+                tasks.create_task(self._deliver_forever(), name="app-outbox-delivery")
+        finally:
+            self._is_running = False
+
+    async def _replay_spool(self) -> None:
+        lines = await self._in_thread(self._spool.read_lines)
+        restored, unreadable = _pending_in_spool(lines)
+        if unreadable:
+            log.warning("app_outbox.spool_records_skipped", skipped_count=unreadable)
+        # What a previous process left comes before anything queued since this one started.
+        self._queue.extendleft(reversed(restored))
+        while len(self._queue) > self._max_pending:
+            self._drop_oldest()
+        if restored:
+            log.info("app_outbox.replaying", item_count=len(restored), call_count=len({i.call_sid for i in restored}))
+            self._has_work.set()
+        await self._rewrite_spool()
+        self._has_replayed = True
+        self._update_idle()
+
+    async def _in_thread(self, function: Callable[..., _T], *args: Any) -> _T:
+        """Run blocking file I/O in the default executor. If cancelled, still wait for the thread
+        to finish, so no two file operations on the spool ever overlap."""
+        future = asyncio.get_running_loop().run_in_executor(None, function, *args)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            await future
+            raise
+
+    async def _rewrite_spool(self) -> None:
+        """Replace the spool with exactly the pending items (records buffered so far included)."""
+        records = [item.to_record() for item in self._queue]
+        self._unwritten.clear()
+        lines = [json.dumps(record, separators=(",", ":")) for record in records]
+        self._is_writing = True
+        try:
+            await self._in_thread(self._spool.rewrite, lines)
+        finally:
+            self._is_writing = False
+        self._records_in_spool = len(records)
+
+    async def _append_unwritten(self) -> None:
+        records, self._unwritten = self._unwritten, []
+        lines = [json.dumps(record, separators=(",", ":")) for record in records]
+        self._is_writing = True
+        try:
+            await self._in_thread(self._spool.append, lines)
+        finally:
+            self._is_writing = False
+        self._records_in_spool += len(records)
+
+    async def _write_spool_forever(self) -> None:
+        try:
+            while True:
+                await self._has_unwritten.wait()
+                self._has_unwritten.clear()
+                try:
+                    if self._records_in_spool > 2 * len(self._queue) + _COMPACT_SLACK_RECORDS:
+                        await self._rewrite_spool()
+                    else:
+                        await self._append_unwritten()
+                except OSError as exc:
+                    # Delivery goes on from memory; only durability across a restart is degraded.
+                    log.error("app_outbox.spool_write_failed", error_type=type(exc).__name__, pending=self.pending)
+                self._update_idle()
+        finally:
+            # Cancelled (the service is stopping): what was queued since the last write goes to disk.
+            if self._unwritten:
+                try:
+                    await self._append_unwritten()
+                except OSError as exc:
+                    log.error("app_outbox.spool_write_failed", error_type=type(exc).__name__, pending=self.pending)
+
+    async def _deliver_forever(self) -> None:
+        while True:
+            if not self._queue:
+                self._has_work.clear()
+                self._update_idle()
+                await self._has_work.wait()
+                continue
+            item = self._queue[0]
+            await self._deliver_with_retries(item)
+            if self._queue and self._queue[0] is item:
+                self._queue.popleft()
+                self._unwritten.append({"op": "done", "id": item.item_id})
+                self._has_unwritten.set()
+            self._update_idle()
+
+    async def _deliver_with_retries(self, item: OutboxItem) -> None:
+        """Deliver one item; return once it is delivered, rejected, or dropped from the queue."""
+        method, path = item.request()
+        delay_s = self._retry_initial_s
+        failed_attempts = 0
+        while True:
+            try:
+                await self._send(method, path, item.body, operation=item.kind)
+            except UpstreamError as exc:
+                if not exc.retryable:
+                    self._rejected_count += 1
+                    log.error(
+                        "app_outbox.rejected", call_sid=item.call_sid, kind=item.kind,
+                        status_code=getattr(exc, "status_code", None), error=getattr(exc, "error_code", None),
+                    )
+                    return
+                failed_attempts += 1
+                if failed_attempts == 1:
+                    status_code = getattr(exc, "status_code", None)
+                    # A refused token is a configuration error, not an outage: say so louder.
+                    report = log.error if status_code in (401, 403) else log.warning
+                    report(
+                        "app_outbox.app_server_unavailable", call_sid=item.call_sid, kind=item.kind,
+                        reason=str(exc), status_code=status_code, pending=self.pending,
+                    )
+                # Full jitter keeps many voice servers from retrying in lockstep after an outage.
+                await asyncio.sleep(random.uniform(delay_s / 2, delay_s))
+                delay_s = min(delay_s * 2, self._retry_max_s)
+                if not self._queue or self._queue[0] is not item:
+                    return  # dropped while we waited: the queue overflowed
+            else:
+                self._delivered_count += 1
+                if failed_attempts:
+                    log.info("app_outbox.app_server_recovered", failed_attempts=failed_attempts, pending=self.pending)
+                return
