@@ -1,0 +1,52 @@
+"""Search one tenant's knowledge: read its chunks, embed the query in a thread, rank with `retrieval.rank`."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from switchboard.knowledge import repository
+from switchboard.knowledge.embeddings import EMBEDDING_DIM, Embedder, from_bytes
+from switchboard.knowledge.retrieval import rank
+
+
+@dataclass(frozen=True, slots=True)
+class KnowledgeHit:
+    title: str
+    text: str
+    source: str
+    score: float
+
+
+async def search_knowledge(
+    session: AsyncSession, embedder: Embedder, bot_profile_key: str, query: str, top_k: int
+) -> list[KnowledgeHit]:
+    """Best chunks of this tenant only, best first.
+
+    Raises:
+        TenantNotFound: no such tenant.
+    """
+    await repository.get_tenant(session, bot_profile_key)
+    chunks = await repository.list_chunks(session, bot_profile_key)
+    if not chunks:
+        return []
+    query_vector = (await asyncio.to_thread(embedder.embed, [query]))[0]
+    vectors = np.stack([from_bytes(c.embedding) for c in chunks]) if chunks else np.zeros((0, EMBEDDING_DIM))
+    texts = [f"{c.title} {c.heading} {c.text}" for c in chunks]
+    ranked = await asyncio.to_thread(rank, query, query_vector, texts, vectors, top_k)
+    hits = []
+    for item in ranked:
+        chunk = chunks[item.index]
+        title = f"{chunk.title} > {chunk.heading}" if chunk.heading and chunk.heading != chunk.title else chunk.title
+        hits.append(KnowledgeHit(title=title, text=chunk.text, source=chunk.source, score=round(item.score, 6)))
+    return hits
+
+
+def format_hits_for_model(hits: list[KnowledgeHit]) -> str:
+    """The text a `get_knowledge` tool call returns to the model."""
+    if not hits:
+        return "The knowledge base has nothing on this."
+    return "\n\n".join(f"[{hit.title}]\n{hit.text}" for hit in hits)

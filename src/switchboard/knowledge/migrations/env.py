@@ -1,0 +1,20 @@
+"""Alembic environment: always online, on the connection `database.migrate()` hands over."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from switchboard.knowledge.models import Base
+
+VERSION_TABLE = "ai_alembic_version"
+
+connection = context.config.attributes["connection"]
+context.configure(
+    connection=connection,
+    target_metadata=Base.metadata,
+    version_table=VERSION_TABLE,
+    # SQLite cannot ALTER most things in place; batch mode rebuilds tables when a migration needs it.
+    render_as_batch=connection.dialect.name == "sqlite",
+)
+with context.begin_transaction():
+    context.run_migrations()

@@ -1,0 +1,1 @@
+"""HTTP routes of the AI server, one module per resource; only HTTP concerns live here."""
