@@ -104,6 +104,14 @@ class RecordUsage:
 
 
 @dataclass(frozen=True, slots=True)
+class TransferCall:
+    """Redirect the live call to a human: Twilio REST update with `<Dial callerId=…><Number>…`."""
+
+    number: str
+    caller_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class EndCall:
     """End the call: close the caller's stream and the model session. Nothing runs after it."""
 
@@ -113,5 +121,5 @@ class EndCall:
 CallAction = (
     ConfigureModelSession | AppendCallerAudio | RequestModelResponse | CancelModelResponse | TruncateModelAudio
     | DeleteModelItem | SendToolResult | PlayToCaller | SendPlaybackMark | ClearCallerPlayback | StartToolCall
-    | RecordMessage | RecordUsage | EndCall
+    | RecordMessage | RecordUsage | TransferCall | EndCall
 )

@@ -137,6 +137,14 @@ class ModelDisconnected:
 
 
 @dataclass(frozen=True, slots=True)
+class TransferFinished:
+    """Twilio answered the transfer request (`ok`), or it failed."""
+
+    ok: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class DeadlineReached:
     """The time returned by `next_deadline()` has come."""
 
@@ -146,4 +154,5 @@ CallEvent = (
     | ModelSessionConfigured | ModelResponseStarted | ModelAudio | AssistantTranscriptDone | ModelResponseDone
     | CallerStartedSpeaking | CallerStoppedSpeaking | CallerTurnCommitted | CallerTranscribed
     | ToolCallRequested | ToolCallFinished | ModelErrored | ModelDisconnected | DeadlineReached
+    | TransferFinished
 )

@@ -28,6 +28,7 @@ from switchboard.bridge.call.actions import (
     SendPlaybackMark,
     SendToolResult,
     StartToolCall,
+    TransferCall,
     TruncateModelAudio,
 )
 from switchboard.bridge.call.events import (
@@ -52,6 +53,7 @@ from switchboard.bridge.call.events import (
     StreamStarted,
     ToolCallFinished,
     ToolCallRequested,
+    TransferFinished,
 )
 from switchboard.bridge.call.phases import ALLOWED_TRANSITIONS, CallPhase, InvalidTransition
 from switchboard.bridge.call.playback import PlaybackLedger, mulaw_ms_of_base64
@@ -62,6 +64,7 @@ BENIGN_MODEL_ERRORS = frozenset({"response_cancel_not_active", "conversation_alr
 FATAL_MODEL_ERRORS = frozenset({"session_expired", "invalid_api_key", "insufficient_quota", "beta_api_shape_disabled"})
 
 END_CALL_TOOL = "end_call"
+TRANSFER_TOOL = "transfer_to_human"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +97,12 @@ class CallSettings:
         "caller's need is still open, offer a callback ticket."
     )
     end_call_goodbye: str = "Say a brief, friendly goodbye to the caller."
+    transfer_number: str | None = None
+    transfer_caller_id: str | None = None
+    transfer_line: str = "Tell the caller in one short sentence that you are transferring them to a colleague now."
+    transfer_failed_line: str = (
+        "The transfer to a colleague failed. Apologise briefly and offer to create a callback ticket instead."
+    )
 
 
 @dataclass(slots=True)
@@ -124,6 +133,21 @@ class _AssistantItem:
     recorded: bool = False
     interrupted: bool = False
     heard_ms: float = 0.0
+    sent_ms: float = 0.0
+
+
+@dataclass(slots=True)
+class _PendingExit:
+    """The call will end (or be transferred) once a last line has been heard.
+
+    Stages: wait_response (the response that asked for it is still running), pending (our line is
+    queued), after_response (our line was requested), after_playback (waiting for the audio to play),
+    transferring (the transfer request is out).
+    """
+
+    kind: str  # end_call | inactivity | transfer
+    stage: str
+    holding_response: str | None = None
 
 
 @dataclass(slots=True)
@@ -167,11 +191,11 @@ class CallStateMachine:
         self._queue: deque[_QueuedAudio] = deque()
         self._play_end_estimate = 0.0
         self._playing_items: dict[str, _AssistantItem] = {}
+        self._interrupted_items: dict[str, _AssistantItem] = {}
 
         # Tools.
         self._tools: dict[str, _ToolRun] = {}
         self._tool_results: list[SendToolResult] = []
-        self._end_call_response: str | None = None
 
         # Conversation record order.
         self._seq = 0
@@ -183,7 +207,7 @@ class CallStateMachine:
         self._caller_speaking = False
         self._silence_since: float | None = None
         self._inactivity_stage = 0  # 0 normal, 1 prompted, 2 saying goodbye
-        self._end_after_playback: str | None = None
+        self._exit: _PendingExit | None = None
 
     # ------------------------------------------------------------------ public surface
     @property
@@ -215,7 +239,7 @@ class CallStateMachine:
             self._release_audio(now, out)
             self._flush_tool_results(out)
             self._send_next_request(out)
-            self._check_end_after_playback(out)
+            self._check_exit(out)
             self._update_silence(now)
         return out
 
@@ -235,7 +259,7 @@ class CallStateMachine:
             candidates.append(cap)
             if not self._wrap_up_sent and self.settings.wrap_up_s > 0:
                 candidates.append(cap - self.settings.wrap_up_s)
-        if self._silence_since is not None and self._end_after_playback is None:
+        if self._silence_since is not None and self._exit is None:
             if self._inactivity_stage == 0:
                 candidates.append(self._silence_since + self.settings.inactivity_prompt_s)
             elif self._inactivity_stage == 1:
@@ -287,6 +311,8 @@ class CallStateMachine:
                 pass
             case DeadlineReached():
                 self._on_deadline(now, out)
+            case TransferFinished():
+                self._on_transfer_finished(event, out)
 
     # ------------------------------------------------------------------ caller side
     def _on_caller_audio(self, payload: str, out: list[CallAction]) -> None:
@@ -333,11 +359,13 @@ class CallStateMachine:
         self._caller_speaking = True
         # The caller is there and has something to say: no inactivity and no pending hang-up.
         self._inactivity_stage = 0
-        self._end_after_playback = None
+        if self._exit is not None and self._exit.kind != "transfer":
+            self._exit = None
         # Barge-in: all in this tick. Twilio first (what the caller hears), then the model.
         interrupted = bool(self._queue) or self._ledger.has_unplayed_audio or self._active_response_id is not None
         out.append(ClearCallerPlayback())
         self._ledger.record_cleared()
+        queued_items = {queued.item_id for queued in self._queue}
         for queued in self._queue:
             self._stats.model_audio_dropped_ms += queued.duration_ms
         self._queue.clear()
@@ -347,21 +375,25 @@ class CallStateMachine:
         if self._active_response_id is not None:
             out.append(CancelModelResponse(self._active_response_id))
             self._cancelled_responses.add(self._active_response_id)
-            if self._active_response_id == self._end_call_response:
-                self._end_call_response = None
         for item in list(self._playing_items.values()):
             sent_ms = self._ledger.sent_ms(item.item_id)
             heard_ms = min(self._ledger.heard_ms(item.item_id), sent_ms)
-            if heard_ms >= sent_ms and item.response_id not in self._cancelled_responses:
+            if (
+                heard_ms >= sent_ms
+                and item.item_id not in queued_items
+                and item.response_id not in self._cancelled_responses
+            ):
                 continue  # fully heard and complete
             item.interrupted = True
             item.heard_ms = heard_ms
+            item.sent_ms = sent_ms
             if heard_ms >= 1:
                 out.append(TruncateModelAudio(item_id=item.item_id, audio_end_ms=int(heard_ms)))
             else:
                 out.append(DeleteModelItem(item_id=item.item_id))
             self._record_assistant(item, out)
             self._playing_items.pop(item.item_id)
+            self._interrupted_items[item.item_id] = item
 
     # ------------------------------------------------------------------ model side
     def _on_model_opened(self, out: list[CallAction]) -> None:
@@ -407,8 +439,12 @@ class CallStateMachine:
         self._queue.append(_QueuedAudio(event.response_id, event.item_id, event.payload, duration_ms))
 
     def _on_transcript_done(self, event: AssistantTranscriptDone, out: list[CallAction]) -> None:
-        if event.response_id in self._cancelled_responses and event.item_id not in self._playing_items:
-            return  # already recorded, cut to what was heard, at the barge-in
+        interrupted = self._interrupted_items.get(event.item_id)
+        if interrupted is not None:
+            # The transcript of an interrupted item: record only what the caller heard.
+            interrupted.transcript = event.transcript
+            self._record_assistant(interrupted, out)
+            return
         item = self._playing_items.get(event.item_id)
         if item is None:
             item = _AssistantItem(item_id=event.item_id, response_id=event.response_id, seq=self._next_seq())
@@ -423,13 +459,14 @@ class CallStateMachine:
             _add_usage(self._stats.usage, event.usage)
         if self._active_response_id == event.response_id or self._active_response_id is None:
             self._active_response_id = None
-        if self._end_call_response == event.response_id:
-            self._end_call_response = None
+        exit_ = self._exit
+        if exit_ is not None and exit_.stage == "wait_response" and exit_.holding_response == event.response_id:
             if event.response_id in self._responses_with_audio:
-                self._end_after_playback = "end_call"
+                exit_.stage = "after_playback"  # the model already said its last line
             else:
-                self._queue_request(self.settings.end_call_goodbye, front=True)
-                self._end_after_playback = "end_call_pending"
+                line = self.settings.end_call_goodbye if exit_.kind == "end_call" else self.settings.transfer_line
+                self._queue_request(line, front=True)
+                exit_.stage = "pending"
 
     def _on_model_error(self, event: ModelErrored, out: list[CallAction]) -> None:
         self._stats.model_errors += 1
@@ -452,14 +489,27 @@ class CallStateMachine:
             return
         self._stats.tool_calls += 1
         seq = self._next_seq()
-        if event.name == END_CALL_TOOL:
-            # Handled here: the goodbye plays, then the call ends.
-            self._end_call_response = event.response_id
-            self._tool_results.append(SendToolResult(event.call_id, json.dumps({"ok": True})))
+        if event.name == END_CALL_TOOL or (event.name == TRANSFER_TOOL and self.settings.transfer_number):
+            # Handled here: a last line plays, then the call ends or is transferred.
+            kind = "end_call" if event.name == END_CALL_TOOL else "transfer"
+            result = json.dumps({"ok": True} if kind == "end_call" else {"ok": True, "status": "transferring"})
+            self._exit = _PendingExit(kind=kind, stage="wait_response", holding_response=event.response_id)
+            self._tool_results.append(SendToolResult(event.call_id, result))
             out.append(
                 RecordMessage(
-                    seq=seq, role="tool", text="end_call", message_id=f"tool:{event.call_id}", name=event.name,
-                    arguments=event.arguments, result='{"ok": true}', duration_ms=0.0,
+                    seq=seq, role="tool", text=event.name, message_id=f"tool:{event.call_id}", name=event.name,
+                    arguments=event.arguments, result=result, duration_ms=0.0,
+                )
+            )
+            return
+        if event.name == TRANSFER_TOOL:
+            result = json.dumps({"ok": False, "error": "no_transfer_number",
+                                 "detail": "No human is available by phone; offer a callback ticket instead."})
+            self._tool_results.append(SendToolResult(event.call_id, result))
+            out.append(
+                RecordMessage(
+                    seq=seq, role="tool", text=event.name, message_id=f"tool:{event.call_id}", name=event.name,
+                    arguments=event.arguments, result=result, duration_ms=0.0,
                 )
             )
             return
@@ -495,14 +545,12 @@ class CallStateMachine:
         # Tool outputs go back only after the response that held the call is done, then one response.create.
         if not self._tool_results or self._active_response_id is not None or self._inflight_request is not None:
             return
-        if self._end_call_response is not None:
+        if self._exit is not None and self._exit.stage == "wait_response":
             return
         out.extend(self._tool_results)
         self._tool_results = []
-        if self._end_after_playback == "end_call_pending":
-            return  # the goodbye request is already queued
-        if self._end_after_playback == "end_call":
-            return  # the goodbye was spoken; nothing more to say
+        if self._exit is not None:
+            return  # the last line is queued or was spoken; nothing more to ask the model
         self._queue_request(None)
 
     # ------------------------------------------------------------------ deadlines
@@ -527,15 +575,15 @@ class CallStateMachine:
                 run.next_thinking_at = now + s.thinking_interval_s
                 for chunk in s.thinking_sound:
                     self._queue.append(_QueuedAudio(None, None, chunk, mulaw_ms_of_base64(chunk)))
-        if self._silence_since is not None and self._end_after_playback is None:
+        if self._silence_since is not None and self._exit is None:
             if self._inactivity_stage == 0 and now >= self._silence_since + s.inactivity_prompt_s:
                 self._inactivity_stage = 1
                 self._queue_request(s.still_there_prompt)
                 self._silence_since = None
             elif self._inactivity_stage == 1 and now >= self._silence_since + s.inactivity_hangup_s:
                 self._inactivity_stage = 2
-                self._queue_request(s.inactivity_goodbye)
-                self._end_after_playback = "inactivity_pending"
+                self._queue_request(s.inactivity_goodbye, front=True)
+                self._exit = _PendingExit(kind="inactivity", stage="pending")
                 self._silence_since = None
 
     # ------------------------------------------------------------------ helpers
@@ -543,7 +591,8 @@ class CallStateMachine:
         if self.stream_sid is None:
             return
         lead_s = self.settings.playback_lead_ms / 1000.0
-        while self._queue and self._play_end_estimate - now < lead_s:
+        # The epsilon makes a DeadlineReached at exactly next_deadline() release the chunk due then.
+        while self._queue and self._play_end_estimate - now < lead_s + 1e-6:
             chunk = self._queue.popleft()
             self._play_end_estimate = max(self._play_end_estimate, now) + chunk.duration_ms / 1000.0
             mark = self._ledger.record_sent(chunk.item_id, chunk.duration_ms)
@@ -570,22 +619,33 @@ class CallStateMachine:
         self._inflight_request = request
         self._last_sent_request = request
         out.append(request)
-        if self._end_after_playback == "end_call_pending":
-            self._end_after_playback = "end_call_after_response"
-        elif self._end_after_playback == "inactivity_pending":
-            self._end_after_playback = "inactivity_after_response"
+        if self._exit is not None and self._exit.stage == "pending":
+            self._exit.stage = "after_response"
 
-    def _check_end_after_playback(self, out: list[CallAction]) -> None:
-        reason = self._end_after_playback
-        if reason is None or reason.endswith("_pending"):
+    def _check_exit(self, out: list[CallAction]) -> None:
+        exit_ = self._exit
+        if exit_ is None or exit_.stage in {"wait_response", "pending", "transferring"}:
             return
-        if reason.endswith("_after_response"):
+        if exit_.stage == "after_response":
             if self._inflight_request is not None or self._active_response_id is not None:
                 return
-            reason = reason.removesuffix("_after_response")
+            exit_.stage = "after_playback"
         if self._active_response_id is not None or self.has_unplayed_audio:
             return
-        self._end("inactivity" if reason == "inactivity" else "end_call", out)
+        if exit_.kind == "transfer" and self.settings.transfer_number:
+            exit_.stage = "transferring"
+            out.append(TransferCall(number=self.settings.transfer_number, caller_id=self.settings.transfer_caller_id))
+            return
+        self._end("inactivity" if exit_.kind == "inactivity" else "end_call", out)
+
+    def _on_transfer_finished(self, event: TransferFinished, out: list[CallAction]) -> None:
+        if self._exit is None or self._exit.kind != "transfer":
+            return
+        if event.ok:
+            self._end("transferred", out)
+            return
+        self._exit = None
+        self._queue_request(self.settings.transfer_failed_line, front=True)
 
     def _update_silence(self, now: float) -> None:
         idle = (
@@ -610,8 +670,7 @@ class CallStateMachine:
             return
         text = item.transcript
         if item.interrupted:
-            sent_ms = self._ledger.sent_ms(item.item_id)
-            text = cut_transcript(text, item.heard_ms, sent_ms)
+            text = cut_transcript(text, item.heard_ms, item.sent_ms)
         out.append(RecordMessage(seq=item.seq, role="assistant", text=text, message_id=f"assistant:{item.item_id}"))
         item.recorded = final
 

@@ -73,7 +73,8 @@ def parse_realtime_event(message: str | bytes) -> CallEvent | None:
     kind: str = data["type"]
     try:
         if kind == "response.output_audio.delta":
-            return ModelAudio(response_id=data["response_id"], item_id=data["item_id"], payload=data["delta"])
+            return ModelAudio(response_id=_str(data["response_id"]), item_id=_str(data["item_id"]),
+                              payload=_str(data["delta"]))
         if kind == "input_audio_buffer.speech_started":
             return CallerStartedSpeaking(item_id=data.get("item_id"), audio_start_ms=data.get("audio_start_ms"))
         if kind == "input_audio_buffer.speech_stopped":
@@ -93,11 +94,11 @@ def parse_realtime_event(message: str | bytes) -> CallEvent | None:
             )
         if kind == "response.output_audio_transcript.done":
             return AssistantTranscriptDone(
-                response_id=data["response_id"], item_id=data["item_id"], transcript=data.get("transcript") or ""
+                response_id=data["response_id"], item_id=data["item_id"], transcript=_str(data.get("transcript") or "")
             )
         if kind == "response.output_text.done":
             return AssistantTranscriptDone(
-                response_id=data["response_id"], item_id=data["item_id"], transcript=data.get("text") or ""
+                response_id=data["response_id"], item_id=data["item_id"], transcript=_str(data.get("text") or "")
             )
         if kind == "response.function_call_arguments.done":
             return ToolCallRequested(
@@ -105,7 +106,7 @@ def parse_realtime_event(message: str | bytes) -> CallEvent | None:
                 arguments=data.get("arguments") or "{}",
             )
         if kind == "conversation.item.input_audio_transcription.completed":
-            return CallerTranscribed(item_id=data["item_id"], transcript=data.get("transcript") or "")
+            return CallerTranscribed(item_id=_str(data["item_id"]), transcript=_str(data.get("transcript") or ""))
         if kind == "error":
             error = data.get("error") or {}
             return ModelErrored(
@@ -119,6 +120,12 @@ def parse_realtime_event(message: str | bytes) -> CallEvent | None:
     except (KeyError, TypeError, AttributeError):
         raise RealtimeProtocolError(f"missing_fields:{kind}") from None
     return None
+
+
+def _str(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError("expected a string")
+    return value
 
 
 def session_update(action: ConfigureModelSession) -> dict[str, Any]:

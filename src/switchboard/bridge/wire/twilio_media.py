@@ -69,6 +69,8 @@ def parse_twilio_message(message: str | bytes) -> TwilioEvent:
             return PlaybackMarked(name)
         if event == "start":
             start: dict[str, Any] = data["start"]
+            if not isinstance(start, dict):
+                raise TwilioProtocolError("bad_start")
             params = start.get("customParameters") or {}
             if not isinstance(params, dict):
                 raise TwilioProtocolError("bad_start")
@@ -83,7 +85,7 @@ def parse_twilio_message(message: str | bytes) -> TwilioEvent:
             return CallerHungUp()
         if event == "connected":
             return StreamConnected()
-    except (KeyError, TypeError):
+    except (KeyError, TypeError, AttributeError):
         raise TwilioProtocolError(f"missing_fields_{event}") from None
     raise TwilioProtocolError("unknown_event")
 
