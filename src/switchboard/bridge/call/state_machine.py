@@ -591,8 +591,8 @@ class CallStateMachine:
         if self.stream_sid is None:
             return
         lead_s = self.settings.playback_lead_ms / 1000.0
-        # The epsilon makes a DeadlineReached at exactly next_deadline() release the chunk due then.
-        while self._queue and self._play_end_estimate - now < lead_s + 1e-6:
+        # The same expression as next_deadline(), so a DeadlineReached at exactly that time releases audio.
+        while self._queue and self._play_end_estimate - lead_s <= now:
             chunk = self._queue.popleft()
             self._play_end_estimate = max(self._play_end_estimate, now) + chunk.duration_ms / 1000.0
             mark = self._ledger.record_sent(chunk.item_id, chunk.duration_ms)

@@ -102,8 +102,8 @@ def parse_realtime_event(message: str | bytes) -> CallEvent | None:
             )
         if kind == "response.function_call_arguments.done":
             return ToolCallRequested(
-                response_id=data["response_id"], call_id=data["call_id"], name=data.get("name") or "",
-                arguments=data.get("arguments") or "{}",
+                response_id=_str(data["response_id"]), call_id=_str(data["call_id"]), name=_str(data.get("name") or ""),
+                arguments=_str(data.get("arguments") or "{}"),
             )
         if kind == "conversation.item.input_audio_transcription.completed":
             return CallerTranscribed(item_id=_str(data["item_id"]), transcript=_str(data.get("transcript") or ""))

@@ -1,4 +1,4 @@
-"""Behaviour the core gets wrong today. Each test states the expected behaviour; see the report for fixes."""
+"""Regression tests: each reproduces a core or wire bug found by review, now fixed."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def test_deadline_reached_exactly_at_next_deadline_releases_paced_audio():
     for i in range(6):
         call.handle(ModelAudio(response_id="resp_1", item_id="item_1", payload=mulaw_b64(125, fill=i)), now=8.0)
     deadline = call.next_deadline()
-    assert deadline == 8.0  # 2 chunks (250 ms) sent; the next one is due when the lead drops below 250 ms
+    assert deadline == 8.125  # 3 chunks (375 ms) sent; the next one is due when the lead is back to 250 ms
 
     actions = call.handle(DeadlineReached(), now=deadline)
 
