@@ -1,0 +1,1 @@
+"""Test doubles that speak the real protocols (OpenAI Realtime GA, Twilio REST); used by tests and demos."""

@@ -1,0 +1,1 @@
+"""A simulated Twilio caller for `switchboard call` and end-to-end tests."""

@@ -176,6 +176,7 @@ class TwilioCaller:
         self._outgoing = bytearray()
         self._utterance_had_speech = False
         self._last_speech_frame_at_s: float | None = None
+        self._since_last_speech: AgentTurn | None = None
         self._playback = bytearray()
         self._played_total = 0
         self._queued_total = 0
@@ -469,8 +470,11 @@ class TwilioCaller:
         if any(b not in _SILENT_BYTES for b in frame):
             self._utterance_had_speech = True
             self._last_speech_frame_at_s = now_s
-        if not self._outgoing and self._utterance_had_speech and self._last_speech_frame_at_s is not None:
-            self.turns.append(AgentTurn(speech_ended_at_s=self._last_speech_frame_at_s))
+            self._since_last_speech = AgentTurn(speech_ended_at_s=now_s)
+        if not self._outgoing and self._utterance_had_speech and self._since_last_speech is not None:
+            # The agent may answer during the utterance's trailing silence: that counts for this turn.
+            self.turns.append(self._since_last_speech)
+            self._since_last_speech = None
             self._utterance_had_speech = False
         return frame
 
@@ -481,12 +485,19 @@ class TwilioCaller:
         self._played_total += len(played)
         self.heard_mulaw.extend(played)
         self.agent_track.extend(played.ljust(FRAME_BYTES, bytes([MULAW_SILENCE])))
-        if played and self.turns:
-            self.turns[-1].played_mulaw_bytes += len(played)
+        if played:
+            for turn in self._current_turns():
+                turn.played_mulaw_bytes += len(played)
         # A mark is echoed only once all audio sent before it has played.
         while self._pending_marks and self._pending_marks[0][0] <= self._played_total:
             _, name = self._pending_marks.pop(0)
             await self._echo_mark(name)
+
+    def _current_turns(self) -> list[AgentTurn]:
+        """The turn agent audio counts for: the utterance still trailing off, else the last one."""
+        if self._since_last_speech is not None:
+            return [self._since_last_speech]
+        return self.turns[-1:]
 
     async def _echo_mark(self, name: str) -> None:
         self.marks_echoed.append(name)
@@ -541,8 +552,7 @@ class TwilioCaller:
             audio = base64.b64decode(message["media"]["payload"])
             self._playback.extend(audio)
             self._queued_total += len(audio)
-            if self.turns:
-                turn = self.turns[-1]
+            for turn in self._current_turns():
                 if turn.first_media_at_s is None:
                     turn.first_media_at_s = now_s
                 turn.received_mulaw_bytes += len(audio)
