@@ -42,7 +42,9 @@ class ServedAppServer:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose proto says TCP,
+        # and without it every response waits ~40 ms for a delayed ACK.
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
         self.port = listener.getsockname()[1]
@@ -304,3 +306,35 @@ async def test_create_ticket_returns_the_ticket_or_raises_a_domain_error(tmp_pat
     )
     assert unavailable.value.retryable
     assert refused_after_s < 2.0
+
+
+async def test_interleaved_calls_each_keep_their_order_through_an_outage(tmp_path: Path) -> None:
+    call_sids = [f"CA8{n}" for n in range(5)]
+    async with app_server_on_a_socket(tmp_path) as server:
+        outbox = make_outbox(server, tmp_path / "spool", delivery_concurrency=3)
+        async with running(outbox):
+            for call_sid in call_sids:
+                open_call(outbox, call_sid)
+            for seq in range(12):
+                if seq == 6:
+                    await server.stop()
+                for call_sid in call_sids:
+                    say(outbox, call_sid, seq, f"{call_sid} draft {seq}", role="assistant")
+                    # The replacement must land after the draft for every call: per-call order.
+                    say(outbox, call_sid, seq, f"{call_sid} heard {seq}", role="assistant")
+                await asyncio.sleep(0.005)
+            await server.start()
+            for call_sid in call_sids:
+                outbox.end_conversation_nowait(
+                    call_sid, end_reason="completed", ended_at=T0 + timedelta(seconds=20), duration_s=20.0,
+                    usage={"input_tokens": 1, "output_tokens": 1}, turns=[],
+                )
+            assert await outbox.wait_until_idle(20.0)
+        await outbox.aclose()
+        conversations = [await read_conversation(server, call_sid) for call_sid in call_sids]
+
+    for call_sid, conversation in zip(call_sids, conversations, strict=True):
+        assert conversation["tenant"] == "acme-support"
+        assert conversation["status"] == "ended"
+        assert [m["text"] for m in conversation["messages"]] == [f"{call_sid} heard {seq}" for seq in range(12)]
+    assert outbox.delivered_count == 5 * (1 + 24 + 1)

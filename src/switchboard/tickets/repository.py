@@ -44,6 +44,10 @@ class ConversationRepository:
 
     async def _ensure_conversation(self, call_sid: str, *, started_at: datetime | None) -> tuple[int, bool]:
         """Return (conversation id, whether this call created it as a placeholder)."""
+        by_call_sid = select(Conversation.id).where(Conversation.call_sid == call_sid)
+        existing_id = await self._session.scalar(by_call_sid)
+        if existing_id is not None:
+            return existing_id, False
         created_id = (
             await self._session.execute(
                 self._insert(Conversation)
@@ -54,9 +58,10 @@ class ConversationRepository:
         ).scalar_one_or_none()
         if created_id is not None:
             return created_id, True
-        existing_id = await self._session.scalar(select(Conversation.id).where(Conversation.call_sid == call_sid))
-        assert existing_id is not None
-        return existing_id, False
+        # Another request created it between our select and insert.
+        raced_id = await self._session.scalar(by_call_sid)
+        assert raced_id is not None
+        return raced_id, False
 
     async def _load(self, conversation_id: int) -> tuple[Conversation, list[Message]]:
         conversation = await self._session.get_one(Conversation, conversation_id, populate_existing=True)
@@ -100,16 +105,16 @@ class ConversationRepository:
         async with self._session.begin():
             conversation_id, _ = await self._ensure_conversation(call_sid, started_at=request.at)
             values: dict[str, Any] = request.model_dump()
-            created_id = (
-                await self._session.execute(
+            created = (
+                await self._session.scalars(
                     self._insert(Message)
                     .values(conversation_id=conversation_id, **values)
                     .on_conflict_do_nothing(index_elements=["conversation_id", "message_id"])
-                    .returning(Message.id)
+                    .returning(Message)
                 )
-            ).scalar_one_or_none()
-            if created_id is not None:
-                return await self._session.get_one(Message, created_id), True
+            ).one_or_none()
+            if created is not None:
+                return created, True
             existing = await self._session.scalar(
                 select(Message).where(
                     Message.conversation_id == conversation_id, Message.message_id == request.message_id

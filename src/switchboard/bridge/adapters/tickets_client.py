@@ -101,6 +101,93 @@ def _pending_in_spool(lines: list[str]) -> tuple[list[OutboxItem], int]:
     return list(pending.values()), unreadable
 
 
+class _PendingItems:
+    """Undelivered items, one FIFO per call, plus which calls have an item ready to send.
+
+    Pure bookkeeping, no asyncio. A call is handed to at most one sender at a time (`take_ready`
+    until `finish`), which is what keeps each call's writes in order while calls proceed in parallel.
+    """
+
+    def __init__(self) -> None:
+        self._per_call: dict[str, deque[tuple[int, OutboxItem]]] = {}
+        self._ready: deque[str] = deque()
+        self._is_ready: set[str] = set()
+        self._in_flight: set[str] = set()
+        self._count = 0
+        self._next_order = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def _mark_ready(self, call_sid: str) -> None:
+        if call_sid not in self._in_flight and call_sid not in self._is_ready:
+            self._ready.append(call_sid)
+            self._is_ready.add(call_sid)
+
+    def append(self, item: OutboxItem) -> None:
+        self._per_call.setdefault(item.call_sid, deque()).append((self._next_order, item))
+        self._next_order += 1
+        self._count += 1
+        self._mark_ready(item.call_sid)
+
+    def prepend(self, items: list[OutboxItem]) -> None:
+        """Put items (oldest first) ahead of everything queued so far, e.g. a previous process's."""
+        for order, item in enumerate(reversed(items), start=1):
+            self._per_call.setdefault(item.call_sid, deque()).appendleft((-order, item))
+            self._count += 1
+            self._mark_ready(item.call_sid)
+
+    def drop_oldest(self) -> OutboxItem:
+        """Remove the item queued first, even if it is being sent (its sender will notice)."""
+        call_sid = min(self._per_call, key=lambda c: self._per_call[c][0][0])
+        _, item = self._per_call[call_sid].popleft()
+        self._count -= 1
+        if not self._per_call[call_sid]:
+            del self._per_call[call_sid]
+        return item
+
+    def take_ready(self) -> OutboxItem | None:
+        """The head of the next call with nothing in flight; that call is in flight until `finish`."""
+        while self._ready:
+            call_sid = self._ready.popleft()
+            self._is_ready.discard(call_sid)
+            items = self._per_call.get(call_sid)
+            if items:  # an overflow drop may have emptied it since it became ready
+                self._in_flight.add(call_sid)
+                return items[0][1]
+        return None
+
+    def finish(self, item: OutboxItem) -> bool:
+        """The item is done with: remove it (False if an overflow drop did already) and release its call."""
+        items = self._per_call.get(item.call_sid)
+        is_still_queued = items is not None and items[0][1] is item
+        if items is not None and is_still_queued:
+            items.popleft()
+            self._count -= 1
+            if not items:
+                del self._per_call[item.call_sid]
+        self.release(item)
+        return is_still_queued
+
+    def release(self, item: OutboxItem) -> None:
+        """The item's call may be taken again; the item itself stays queued."""
+        self._in_flight.discard(item.call_sid)
+        if item.call_sid in self._per_call:
+            self._mark_ready(item.call_sid)
+
+    def is_queued(self, item: OutboxItem) -> bool:
+        items = self._per_call.get(item.call_sid)
+        return items is not None and any(queued is item for _, queued in items)
+
+    def has_ready(self) -> bool:
+        return bool(self._ready)
+
+    def snapshot(self) -> list[OutboxItem]:
+        """All pending items, oldest first."""
+        entries = [entry for items in self._per_call.values() for entry in items]
+        return [item for _, item in sorted(entries, key=lambda entry: entry[0])]
+
+
 class _SpoolFile:
     """Blocking file operations on the spool; called only through `asyncio.to_thread`-style executors."""
 
@@ -134,9 +221,11 @@ class _SpoolFile:
 class AppServerOutbox:
     """Delivers the call record to the App server in order, through outages and restarts.
 
-    Ordering: items are delivered one at a time in the order they were queued, so a conversation's
-    open precedes its messages and messages keep their order. Delivery is at-least-once; the App
-    server makes it idempotent (PUT for opens, message_id for messages, end overwrites).
+    Ordering: each call's items are delivered one at a time in the order they were queued, so a
+    conversation's open precedes its messages and messages keep their order; up to
+    `delivery_concurrency` calls are delivered in parallel, so one slow call holds up no other.
+    Delivery is at-least-once; the App server makes it idempotent (PUT for opens, message_id for
+    messages, end overwrites).
 
     Backpressure: at most `max_pending` items wait; when full, the oldest is dropped, counted in
     `dropped_count` and logged (`app_outbox.dropped`). The App server creates a placeholder
@@ -158,9 +247,16 @@ class AppServerOutbox:
         retry_initial_s: float = 0.2,
         retry_max_s: float = 5.0,
         request_timeout_s: float = 5.0,
+        delivery_concurrency: int = 4,
     ) -> None:
-        if max_pending < 1 or retry_initial_s <= 0 or retry_max_s < retry_initial_s or request_timeout_s <= 0:
-            raise ValueError("max_pending >= 1, 0 < retry_initial_s <= retry_max_s and request_timeout_s > 0")
+        if (
+            max_pending < 1 or retry_initial_s <= 0 or retry_max_s < retry_initial_s or request_timeout_s <= 0
+            or delivery_concurrency < 1
+        ):
+            raise ValueError(
+                "need max_pending >= 1, 0 < retry_initial_s <= retry_max_s, request_timeout_s > 0 and "
+                "delivery_concurrency >= 1"
+            )
         self._base_url = base_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {service_token}"}
         self._owns_http_client = http_client is None
@@ -172,8 +268,10 @@ class AppServerOutbox:
         self._max_pending = max_pending
         self._retry_initial_s = retry_initial_s
         self._retry_max_s = retry_max_s
+        self._delivery_concurrency = delivery_concurrency
 
-        self._queue: deque[OutboxItem] = deque()
+        self._pending = _PendingItems()
+        self._is_app_server_down = False
         self._unwritten: list[dict[str, Any]] = []
         self._records_in_spool = 0
         self._is_writing = False
@@ -237,16 +335,16 @@ class AppServerOutbox:
 
     def _enqueue(self, call_sid: str, kind: ItemKind, body: dict[str, Any]) -> None:
         item = OutboxItem(uuid.uuid4().hex, call_sid, kind, body)
-        if len(self._queue) >= self._max_pending:
+        if len(self._pending) >= self._max_pending:
             self._drop_oldest()
-        self._queue.append(item)
+        self._pending.append(item)
         self._unwritten.append(item.to_record())
         self._has_work.set()
         self._has_unwritten.set()
         self._idle.clear()
 
     def _drop_oldest(self) -> None:
-        oldest = self._queue.popleft()
+        oldest = self._pending.drop_oldest()
         self._dropped_count += 1
         self._unwritten.append({"op": "done", "id": oldest.item_id})
         self._has_unwritten.set()
@@ -260,7 +358,7 @@ class AppServerOutbox:
     @property
     def pending(self) -> int:
         """Items queued and not yet delivered (the one being delivered included)."""
-        return len(self._queue)
+        return len(self._pending)
 
     @property
     def delivered_count(self) -> int:
@@ -278,7 +376,7 @@ class AppServerOutbox:
 
     def _is_idle(self) -> bool:
         # Before the replay, the spool may hold a previous process's items: not idle yet.
-        return self._has_replayed and not self._queue and not self._unwritten and not self._is_writing
+        return self._has_replayed and not self._pending and not self._unwritten and not self._is_writing
 
     def _update_idle(self) -> None:
         if self._is_idle():
@@ -367,7 +465,8 @@ class AppServerOutbox:
                 await self._replay_spool()
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._write_spool_forever(), name="app-outbox-spool-writer")
-                tasks.create_task(self._deliver_forever(), name="app-outbox-delivery")
+                for number in range(self._delivery_concurrency):
+                    tasks.create_task(self._deliver_forever(), name=f"app-outbox-delivery-{number}")
         finally:
             self._is_running = False
 
@@ -377,8 +476,8 @@ class AppServerOutbox:
         if unreadable:
             log.warning("app_outbox.spool_records_skipped", skipped_count=unreadable)
         # What a previous process left comes before anything queued since this one started.
-        self._queue.extendleft(reversed(restored))
-        while len(self._queue) > self._max_pending:
+        self._pending.prepend(restored)
+        while len(self._pending) > self._max_pending:
             self._drop_oldest()
         if restored:
             log.info("app_outbox.replaying", item_count=len(restored), call_count=len({i.call_sid for i in restored}))
@@ -399,7 +498,7 @@ class AppServerOutbox:
 
     async def _rewrite_spool(self) -> None:
         """Replace the spool with exactly the pending items (records buffered so far included)."""
-        records = [item.to_record() for item in self._queue]
+        records = [item.to_record() for item in self._pending.snapshot()]
         self._unwritten.clear()
         lines = [json.dumps(record, separators=(",", ":")) for record in records]
         self._is_writing = True
@@ -425,7 +524,7 @@ class AppServerOutbox:
                 await self._has_unwritten.wait()
                 self._has_unwritten.clear()
                 try:
-                    if self._records_in_spool > 2 * len(self._queue) + _COMPACT_SLACK_RECORDS:
+                    if self._records_in_spool > 2 * len(self._pending) + _COMPACT_SLACK_RECORDS:
                         await self._rewrite_spool()
                     else:
                         await self._append_unwritten()
@@ -442,25 +541,31 @@ class AppServerOutbox:
                     log.error("app_outbox.spool_write_failed", error_type=type(exc).__name__, pending=self.pending)
 
     async def _deliver_forever(self) -> None:
+        """One sender: takes the next call with something to send, delivers that call's oldest item."""
         while True:
-            if not self._queue:
+            item = self._pending.take_ready()
+            if item is None:
                 self._has_work.clear()
                 self._update_idle()
                 await self._has_work.wait()
                 continue
-            item = self._queue[0]
-            await self._deliver_with_retries(item)
-            if self._queue and self._queue[0] is item:
-                self._queue.popleft()
+            try:
+                await self._deliver_with_retries(item)
+            except BaseException:
+                # Cancelled mid-delivery: the item stays queued and spooled for the next run.
+                self._pending.release(item)
+                raise
+            if self._pending.finish(item):
                 self._unwritten.append({"op": "done", "id": item.item_id})
                 self._has_unwritten.set()
+            if self._pending.has_ready():
+                self._has_work.set()
             self._update_idle()
 
     async def _deliver_with_retries(self, item: OutboxItem) -> None:
         """Deliver one item; return once it is delivered, rejected, or dropped from the queue."""
         method, path = item.request()
         delay_s = self._retry_initial_s
-        failed_attempts = 0
         while True:
             try:
                 await self._send(method, path, item.body, operation=item.kind)
@@ -472,8 +577,8 @@ class AppServerOutbox:
                         status_code=getattr(exc, "status_code", None), error=getattr(exc, "error_code", None),
                     )
                     return
-                failed_attempts += 1
-                if failed_attempts == 1:
+                if not self._is_app_server_down:
+                    self._is_app_server_down = True
                     status_code = getattr(exc, "status_code", None)
                     # A refused token is a configuration error, not an outage: say so louder.
                     report = log.error if status_code in (401, 403) else log.warning
@@ -484,10 +589,11 @@ class AppServerOutbox:
                 # Full jitter keeps many voice servers from retrying in lockstep after an outage.
                 await asyncio.sleep(random.uniform(delay_s / 2, delay_s))
                 delay_s = min(delay_s * 2, self._retry_max_s)
-                if not self._queue or self._queue[0] is not item:
+                if not self._pending.is_queued(item):
                     return  # dropped while we waited: the queue overflowed
             else:
                 self._delivered_count += 1
-                if failed_attempts:
-                    log.info("app_outbox.app_server_recovered", failed_attempts=failed_attempts, pending=self.pending)
+                if self._is_app_server_down:
+                    self._is_app_server_down = False
+                    log.info("app_outbox.app_server_recovered", pending=self.pending)
                 return
