@@ -66,6 +66,7 @@ class VoiceSettings(_Base):
     close_timeout_s: float = Field(default=2.0, gt=0, alias="SWITCHBOARD_CLOSE_TIMEOUT_S")
     stream_start_timeout_s: float = Field(default=10.0, gt=0, alias="SWITCHBOARD_STREAM_START_TIMEOUT_S")
     max_frame_bytes: int = Field(default=64 * 1024, gt=0, alias="SWITCHBOARD_MAX_FRAME_BYTES")
+    outbox_dir: str = Field(default="./var/outbox", alias="SWITCHBOARD_OUTBOX_DIR")
 
     @property
     def uses_local_engine(self) -> bool:

@@ -18,15 +18,18 @@ from typing import Any
 import httpx
 import uvicorn
 
+from switchboard.bridge.adapters.tickets_client import AppServerOutbox
 from switchboard.bridge.app import create_app as create_voice_app
-from switchboard.config import AISettings, VoiceSettings
+from switchboard.config import AISettings, AppSettings, VoiceSettings
 from switchboard.fakes.realtime_server import FakeRealtimeServer
+from switchboard.fakes.twilio_rest import FakeTwilioRest
 from switchboard.knowledge.app import create_app as create_ai_app
 from switchboard.knowledge.database import create_engine, migrate
 from switchboard.knowledge.embeddings import load_embedder
 from switchboard.knowledge.tenant_file import parse_tenant_file
 from switchboard.knowledge.tenant_loader import load_tenants
 from switchboard.simulator.twilio_caller import TwilioCaller
+from switchboard.tickets.app import create_app as create_tickets_app
 
 AUTH_TOKEN = "test-auth-token-1234567890"
 ACCOUNT_SID = "AC" + "0" * 32
@@ -93,12 +96,40 @@ async def serve_on_loopback(app: Any) -> AsyncIterator[str]:
             await task
 
 
+class SwitchableTransport(httpx.AsyncBaseTransport):
+    """A network in front of an in-process app that a test can take down (connection refused) and back."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.is_down = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.is_down:
+            raise httpx.ConnectError("connection refused", request=request)
+        return await self.inner.handle_async_request(request)
+
+
 @dataclass
 class VoiceStack:
     voice_url: str
     model: FakeRealtimeServer
     voice_app: Any
     settings: VoiceSettings
+    app_server: httpx.AsyncClient
+    app_network: SwitchableTransport
+    twilio_rest: FakeTwilioRest
+    outbox: AppServerOutbox
+
+    async def conversation(self, call_sid: str) -> dict[str, Any]:
+        response = await self.app_server.get("/api/conversations", params={"call_sid": call_sid})
+        assert response.status_code == 200, response.text
+        [conversation] = response.json()["conversations"]
+        return dict(conversation)
+
+    async def tickets(self, call_sid: str) -> list[dict[str, Any]]:
+        response = await self.app_server.get("/api/tickets", params={"call_sid": call_sid})
+        assert response.status_code == 200, response.text
+        return list(response.json()["tickets"])
 
     def caller(self, **kwargs: Any) -> TwilioCaller:
         return TwilioCaller(self.voice_url, auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID, **kwargs)
@@ -110,8 +141,20 @@ async def voice_stack(tmp_path: Path, *, tenant_yaml: str = TENANT_YAML, model: 
     ai_url = f"sqlite+aiosqlite:///{tmp_path}/ai.db"
     await load_tenant_yaml(ai_url, tenant_yaml, tmp_path)
     ai_app = create_ai_app(AISettings(AI_DATABASE_URL=ai_url, SWITCHBOARD_SERVICE_TOKEN=SERVICE_TOKEN))
+    tickets_app = create_tickets_app(AppSettings(APP_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path}/app.db",
+                                                 SWITCHBOARD_SERVICE_TOKEN=SERVICE_TOKEN))
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(ai_app.router.lifespan_context(ai_app))
+        await stack.enter_async_context(tickets_app.router.lifespan_context(tickets_app))
+        app_network = SwitchableTransport(httpx.ASGITransport(app=tickets_app))
+        outbox_http = await stack.enter_async_context(httpx.AsyncClient(transport=app_network))
+        outbox = AppServerOutbox("http://app.internal", SERVICE_TOKEN, spool_dir=tmp_path / "outbox",
+                                 http_client=outbox_http, retry_initial_s=0.05, retry_max_s=0.2)
+        app_reader = await stack.enter_async_context(httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=tickets_app), base_url="http://app.internal",
+            headers={"Authorization": f"Bearer {SERVICE_TOKEN}"}))
+        rest = await stack.enter_async_context(
+            FakeTwilioRest(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, auto_create_calls=True))
         fake = model or FakeRealtimeServer(api_key=API_KEY)
         await stack.enter_async_context(fake)
         values: dict[str, Any] = {
@@ -121,9 +164,12 @@ async def voice_stack(tmp_path: Path, *, tenant_yaml: str = TENANT_YAML, model: 
             "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
             "SWITCHBOARD_SERVICE_TOKEN": SERVICE_TOKEN,
             "AI_SERVER_URL": "http://ai.internal",
+            "APP_SERVER_URL": "http://app.internal",
+            "TWILIO_API_BASE_URL": rest.base_url,
         }
         values.update(overrides)
         settings = VoiceSettings(**values)
-        voice_app = create_voice_app(settings, ai_transport=httpx.ASGITransport(app=ai_app))
+        voice_app = create_voice_app(settings, ai_transport=httpx.ASGITransport(app=ai_app), recorder=outbox)
         voice_url = await stack.enter_async_context(serve_on_loopback(voice_app))
-        yield VoiceStack(voice_url=voice_url, model=fake, voice_app=voice_app, settings=settings)
+        yield VoiceStack(voice_url=voice_url, model=fake, voice_app=voice_app, settings=settings,
+                         app_server=app_reader, app_network=app_network, twilio_rest=rest, outbox=outbox)

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,6 +26,7 @@ from switchboard.bridge.adapters.twilio_stream import TwilioStream
 from switchboard.bridge.call.events import StreamStarted
 from switchboard.bridge.call_runner import CallContext, CallDependencies, ConversationRecorder, LiveCall
 from switchboard.bridge.metrics import VoiceMetrics
+from switchboard.bridge.tools import ToolRunner
 from switchboard.bridge.twiml import apology_twiml, stream_twiml
 from switchboard.bridge.wire.twilio_media import StreamConnected, TwilioProtocolError, parse_twilio_message
 from switchboard.clock import Clock, SystemClock
@@ -109,7 +111,11 @@ def create_app(
     ai_transport: httpx.AsyncBaseTransport | None = None,
     recorder: ConversationRecorder | None = None,
     tools: Any = None,
+    call_control: Any = None,
 ) -> FastAPI:
+    """The voice server. Ports left as None are built from settings at start-up: the App server
+    outbox (APP_SERVER_URL), the Twilio REST client (TWILIO_ACCOUNT_SID/TWILIO_AUTH_TOKEN) and the
+    tool runner."""
     if settings.twilio_validate_signatures and not settings.twilio_auth_token:
         raise SettingsError("setting TWILIO_AUTH_TOKEN is required while TWILIO_VALIDATE_SIGNATURES is true")
     clock = clock or SystemClock()
@@ -126,20 +132,53 @@ def create_app(
         )
         knowledge = KnowledgeClient(ai_http)
         app.state.knowledge = knowledge
+        owned: list[Any] = []
+        outbox = recorder
+        if outbox is None and settings.app_server_url:
+            from switchboard.bridge.adapters.tickets_client import AppServerOutbox
+
+            outbox = AppServerOutbox(
+                settings.app_server_url, settings.switchboard_service_token, spool_dir=Path(settings.outbox_dir),
+                request_timeout_s=settings.http_timeout_s,
+            )
+            owned.append(outbox)
+        control = call_control
+        if control is None and settings.twilio_account_sid and settings.twilio_auth_token:
+            from switchboard.bridge.adapters.twilio_rest import TwilioCallControl
+
+            control = TwilioCallControl(
+                settings.twilio_account_sid, settings.twilio_auth_token, api_base_url=settings.twilio_api_base_url,
+                timeout_s=settings.http_timeout_s,
+            )
+            owned.append(control)
         app.state.deps = CallDependencies(
-            settings=settings, clock=clock, knowledge=knowledge, metrics=metrics, recorder=recorder, tools=tools,
+            settings=settings, clock=clock, knowledge=knowledge, metrics=metrics, recorder=outbox,
+            tools=tools if tools is not None else ToolRunner(outbox), call_control=control,
             thinking_sound=_load_thinking_sound(),
         )
         try:
             async with asyncio.TaskGroup() as tasks:
                 registry.tasks = tasks
+                outbox_task = (
+                    tasks.create_task(outbox.run(), name="app-outbox") if hasattr(outbox, "run") else None
+                )
                 yield
                 # Shutdown: calls still live here were not drained (drain timeout): end them now.
                 for call in list(registry.calls.values()):
                     call.request_end("server_shutdown")
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(settings.close_timeout_s * 2):
+                        await registry.idle.wait()
+                if outbox_task is not None:
+                    with contextlib.suppress(TimeoutError):
+                        await outbox.wait_until_idle(settings.close_timeout_s)  # type: ignore[union-attr]
+                    outbox_task.cancel()
         finally:
             registry.tasks = None
             await ai_http.aclose()
+            for resource in owned:
+                with contextlib.suppress(Exception):
+                    await resource.aclose()
 
     app = FastAPI(title="Switchboard voice server", lifespan=lifespan)
     app.state.registry = registry

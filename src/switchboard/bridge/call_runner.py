@@ -27,6 +27,7 @@ from switchboard.bridge.call.actions import (
     RecordUsage,
     SendPlaybackMark,
     StartToolCall,
+    TransferCall,
 )
 from switchboard.bridge.call.events import (
     CallerHungUp,
@@ -35,6 +36,7 @@ from switchboard.bridge.call.events import (
     ModelDisconnected,
     StreamStarted,
     ToolCallFinished,
+    TransferFinished,
 )
 from switchboard.bridge.call.state_machine import CallSettings, CallStateMachine
 from switchboard.bridge.metrics import VoiceMetrics
@@ -95,6 +97,7 @@ class CallDependencies:
     metrics: VoiceMetrics
     recorder: ConversationRecorder | None = None
     tools: Any = None  # a ToolRunner (bridge/tools.py) or None
+    call_control: Any = None  # a TwilioCallControl (adapters/twilio_rest.py) or None
     thinking_sound: tuple[str, ...] = ()
 
 
@@ -137,6 +140,8 @@ class LiveCall:
         self.timings = CallTimings(created_at=deps.clock.now())
         self._turn = _Turn()
         self._started_wall: datetime = deps.clock.wall()
+        self._transcript: dict[str, tuple[str, str]] = {}
+        self._transferred_to: str | None = None
 
     # ------------------------------------------------------------------ entry points
     def attach_stream(self, twilio: TwilioStream, start: StreamStarted) -> bool:
@@ -168,6 +173,8 @@ class LiveCall:
                 tasks.create_task(self._wait_for_stream(tasks), name="twilio-setup")
         except* CallEnded:
             pass
+        except* CallerGone:
+            self._end_reason = self._end_reason or "caller_hung_up"
         except* SwitchboardError as group:
             self._end_reason = self._end_reason or "error"
             log.error("call.failed", error=type(group.exceptions[0]).__name__, detail=str(group.exceptions[0]))
@@ -179,6 +186,7 @@ class LiveCall:
             if self._timer is not None:
                 self._timer.cancel()
             await self._close_peers(settings.close_timeout_s)
+            await self._complete_call()
             metrics.live_calls.dec()
             self._finish_record()
             self.finished.set()
@@ -249,6 +257,11 @@ class LiveCall:
             thinking_interval_s=s.thinking_interval_s,
             tool_timeout_s=s.tool_timeout_s,
             thinking_sound=self.deps.thinking_sound,
+            transfer_number=(profile.transfer or {}).get("number") or None,
+            # Caller ID: the tenant's number for SIP calls, the original caller's for PSTN (contract §5).
+            transfer_caller_id=(
+                (profile.transfer or {}).get("caller_id") if self.context.is_sip_call else self.context.caller_number
+            ) or None,
         )
 
     # ------------------------------------------------------------------ readers
@@ -319,6 +332,8 @@ class LiveCall:
                     self._record(action)  # type: ignore[arg-type]
                 elif kind is RecordUsage:
                     continue
+                elif kind is TransferCall:
+                    self._start_transfer(action)  # type: ignore[arg-type]
                 elif kind is EndCall:
                     self._end(action.reason)  # type: ignore[attr-defined]
                 else:
@@ -385,7 +400,38 @@ class LiveCall:
         log.info("tool_call.finished", tool=action.name, duration_ms=round(duration_ms, 1), status="ok" if ok else "error")
         self._feed(ToolCallFinished(call_id=action.call_id, output=output, ok=ok))
 
+    def _start_transfer(self, action: TransferCall) -> None:
+        if self._tasks is None:
+            return
+        self._transferred_to = action.number
+        self._tasks.create_task(self._transfer(action), name="transfer")
+
+    async def _transfer(self, action: TransferCall) -> None:
+        control = self.deps.call_control
+        ok = False
+        if control is None:
+            log.error("transfer.failed", reason="twilio_rest_not_configured")
+        else:
+            from switchboard.bridge.twiml import dial_twiml
+
+            try:
+                async with asyncio.timeout(self.deps.settings.http_timeout_s * 2):
+                    await control.redirect(self.context.call_sid, dial_twiml(action.number, action.caller_id))
+                ok = True
+                log.info("transfer.requested", to=mask_phone(action.number))
+            except (TimeoutError, UpstreamError) as exc:
+                log.error("transfer.failed", error=type(exc).__name__)
+        self._feed(TransferFinished(ok=ok))
+
+    def _summary(self) -> str:
+        """A short hand-over note for the human agent: the last lines of the conversation."""
+        lines = [f"{'Caller' if role == 'user' else 'Agent'}: {text}" for role, text in self._transcript.values()
+                 if role in {"user", "assistant"} and text]
+        return "\n".join(lines[-8:])
+
     def _record(self, action: RecordMessage) -> None:
+        if action.role in {"user", "assistant"}:
+            self._transcript[action.message_id] = (action.role, action.text)
         recorder = self.deps.recorder
         if recorder is None:
             return
@@ -455,6 +501,17 @@ class LiveCall:
             except (TimeoutError, OSError, RuntimeError):
                 log.warning("call.close_timeout", peer=type(peer).__name__)
 
+    async def _complete_call(self) -> None:
+        """Hang up through the REST API too when we ended the call (once; "already ended" is fine)."""
+        control = self.deps.call_control
+        if control is None or self._end_reason not in {"end_call", "inactivity", "max_duration"}:
+            return
+        try:
+            async with asyncio.timeout(self.deps.settings.http_timeout_s):
+                await control.complete(self.context.call_sid)
+        except (TimeoutError, UpstreamError) as exc:
+            log.warning("call.complete_failed", error=type(exc).__name__)
+
     def _finish_record(self) -> None:
         clock = self.deps.clock
         reason = self._end_reason or "ended"
@@ -477,4 +534,5 @@ class LiveCall:
             self.deps.recorder.end_conversation_nowait(
                 self.context.call_sid, end_reason=reason, ended_at=clock.wall(), duration_s=round(duration_s, 3),
                 usage=usage, turns=self.timings.turns,
+                summary=self._summary() if reason == "transferred" else None,
             )

@@ -31,9 +31,6 @@ from switchboard.logs import get_logger
 SERVICE = "app_server"
 SPOOL_FILE_NAME = "app-outbox.jsonl"
 SPOOL_FORMAT_VERSION = 1
-# The spool is rewritten with only what is pending once it holds this many records more than
-# twice the pending count: its size stays proportional to what is undelivered.
-_COMPACT_SLACK_RECORDS = 1_000
 # 401/403 mean the two services disagree on the token, and 408/425/429 ask for a later retry:
 # keeping these queued (and spooled) lets a corrected restart deliver them.
 _RETRYABLE_4XX = frozenset({401, 403, 408, 425, 429})
@@ -248,6 +245,7 @@ class AppServerOutbox:
         retry_max_s: float = 5.0,
         request_timeout_s: float = 5.0,
         delivery_concurrency: int = 4,
+        spool_compact_slack_records: int = 1_000,
     ) -> None:
         if (
             max_pending < 1 or retry_initial_s <= 0 or retry_max_s < retry_initial_s or request_timeout_s <= 0
@@ -269,6 +267,7 @@ class AppServerOutbox:
         self._retry_initial_s = retry_initial_s
         self._retry_max_s = retry_max_s
         self._delivery_concurrency = delivery_concurrency
+        self._spool_compact_slack_records = spool_compact_slack_records
 
         self._pending = _PendingItems()
         self._is_app_server_down = False
@@ -524,7 +523,9 @@ class AppServerOutbox:
                 await self._has_unwritten.wait()
                 self._has_unwritten.clear()
                 try:
-                    if self._records_in_spool > 2 * len(self._pending) + _COMPACT_SLACK_RECORDS:
+                    # Rewrite with only what is pending once the spool holds `slack` records more than
+                    # twice that: its size stays proportional to what is undelivered.
+                    if self._records_in_spool > 2 * len(self._pending) + self._spool_compact_slack_records:
                         await self._rewrite_spool()
                     else:
                         await self._append_unwritten()
