@@ -338,3 +338,48 @@ async def test_interleaved_calls_each_keep_their_order_through_an_outage(tmp_pat
         assert conversation["status"] == "ended"
         assert [m["text"] for m in conversation["messages"]] == [f"{call_sid} heard {seq}" for seq in range(12)]
     assert outbox.delivered_count == 5 * (1 + 24 + 1)
+
+
+async def test_the_item_being_retried_can_be_dropped_when_the_queue_overflows(tmp_path: Path) -> None:
+    async with app_server_on_a_socket(tmp_path, started=False) as server:
+        outbox = make_outbox(server, tmp_path / "spool", max_pending=2, delivery_concurrency=1)
+        async with running(outbox):
+            open_call(outbox, "CA9")
+            await asyncio.sleep(0.05)  # the open is now in flight, failing and being retried
+            for seq in range(3):
+                say(outbox, "CA9", seq)
+            await asyncio.sleep(0.1)
+            await server.start()
+            assert await outbox.wait_until_idle(5.0)
+        await outbox.aclose()
+        conversation = await read_conversation(server, "CA9")
+
+    assert (outbox.dropped_count, outbox.delivered_count) == (2, 2)
+    assert conversation["tenant"] is None
+    assert [m["seq"] for m in conversation["messages"]] == [1, 2]
+
+
+async def test_the_spool_is_compacted_to_what_is_pending(tmp_path: Path) -> None:
+    spool_dir = tmp_path / "spool"
+    async with app_server_on_a_socket(tmp_path) as server:
+        outbox = make_outbox(server, spool_dir, spool_compact_slack_records=10)
+        async with running(outbox):
+            open_call(outbox, "CA10")
+            for seq in range(40):
+                say(outbox, "CA10", seq)
+                if seq % 5 == 0:
+                    await asyncio.sleep(0.01)
+            assert await outbox.wait_until_idle(10.0)
+        await outbox.aclose()
+        spool_lines = (spool_dir / SPOOL_FILE_NAME).read_text().splitlines()
+
+        restarted = make_outbox(server, spool_dir)
+        async with running(restarted):
+            assert await restarted.wait_until_idle(5.0)
+        await restarted.aclose()
+        conversation = await read_conversation(server, "CA10")
+
+    # 41 items make 82 records (enqueue + done each); compaction kept far fewer.
+    assert len(spool_lines) <= 40
+    assert restarted.delivered_count == 0
+    assert len(conversation["messages"]) == 40
