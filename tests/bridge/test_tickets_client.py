@@ -224,18 +224,20 @@ async def test_a_rejected_item_is_logged_and_skipped_not_retried(tmp_path: Path)
             async with running(outbox):
                 open_call(outbox, "CA4")
                 say(outbox, "CA4", 0, role="narrator")
-                say(outbox, "CA4", 1)
+                outbox.add_message_nowait(
+                    "CA4", message_id="CA4-t", role="tool", text="lookup", at=T0, seq=2,
+                    arguments={"when": T0},  # not JSON: refused at once, without harming the sender
+                )
+                say(outbox, "CA4", 1, "half a surrogate \ud800 from a transcriber")
                 assert await outbox.wait_until_idle(5.0)
         await outbox.aclose()
         conversation = await read_conversation(server, "CA4")
 
     assert [m["seq"] for m in conversation["messages"]] == [1]
-    assert (outbox.rejected_count, outbox.delivered_count) == (1, 2)
-    rejected = [r for r in logs if r["event"] == "app_outbox.rejected"]
-    assert len(rejected) == 1
-    assert (rejected[0]["status_code"], rejected[0]["error"], rejected[0]["log_level"]) == (
-        422, "invalid_request", "error",
-    )
+    assert conversation["messages"][0]["text"] == "half a surrogate ? from a transcriber"
+    assert (outbox.rejected_count, outbox.delivered_count) == (2, 2)
+    rejected = [(r["status_code"], r["error"], r["log_level"]) for r in logs if r["event"] == "app_outbox.rejected"]
+    assert sorted(rejected, key=str) == [(422, "invalid_request", "error"), (None, "not_json", "error")]
 
 
 async def test_a_full_queue_drops_the_oldest_and_counts_it(tmp_path: Path) -> None:

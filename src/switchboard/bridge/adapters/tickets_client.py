@@ -78,6 +78,17 @@ def _iso(value: datetime) -> str:
     return value.isoformat()
 
 
+def _valid_text(text: str) -> str:
+    """Replace lone surrogates (a transcriber can cut a character in half): the App server would refuse them."""
+    return text.encode("utf-8", errors="replace").decode("utf-8")
+
+
+def _spool_line(record: dict[str, Any]) -> str:
+    """Raises: TypeError or ValueError when the record is not JSON (e.g. a datetime in arguments)."""
+    # ASCII escapes: a lone surrogate in a transcript stays encodable, in the file and on the wire.
+    return json.dumps(record, separators=(",", ":"), allow_nan=False)
+
+
 def _pending_in_spool(lines: list[str]) -> tuple[list[OutboxItem], int]:
     """Items enqueued and never marked done, in spool order; and how many lines were unreadable."""
     pending: dict[str, OutboxItem] = {}
@@ -256,7 +267,7 @@ class AppServerOutbox:
                 "delivery_concurrency >= 1"
             )
         self._base_url = base_url.rstrip("/")
-        self._headers = {"Authorization": f"Bearer {service_token}"}
+        self._headers = {"Authorization": f"Bearer {service_token}", "Content-Type": "application/json"}
         self._owns_http_client = http_client is None
         self._http = http_client or build_http_client(
             timeout_s=request_timeout_s, connect_timeout_s=min(2.0, request_timeout_s), max_connections=10
@@ -271,7 +282,7 @@ class AppServerOutbox:
 
         self._pending = _PendingItems()
         self._is_app_server_down = False
-        self._unwritten: list[dict[str, Any]] = []
+        self._unwritten: list[str] = []
         self._records_in_spool = 0
         self._is_writing = False
         self._is_running = False
@@ -309,8 +320,13 @@ class AppServerOutbox:
     ) -> None:
         """Queue a message. Queue it again with the same message_id to replace its text
         (an assistant message cut to what the caller heard)."""
-        body: dict[str, Any] = {"message_id": message_id, "role": role, "text": text, "at": _iso(at), "seq": seq}
-        optional = {"name": name, "arguments": arguments, "result": result, "duration_ms": duration_ms}
+        body: dict[str, Any] = {
+            "message_id": message_id, "role": role, "text": _valid_text(text), "at": _iso(at), "seq": seq,
+        }
+        optional = {
+            "name": name, "arguments": arguments, "result": None if result is None else _valid_text(result),
+            "duration_ms": duration_ms,
+        }
         body.update({key: value for key, value in optional.items() if value is not None})
         self._enqueue(call_sid, "message", body)
 
@@ -334,10 +350,17 @@ class AppServerOutbox:
 
     def _enqueue(self, call_sid: str, kind: ItemKind, body: dict[str, Any]) -> None:
         item = OutboxItem(uuid.uuid4().hex, call_sid, kind, body)
+        try:
+            # Encoded here, once: a body that is not JSON must fail its caller's item, not the sender.
+            line = _spool_line(item.to_record())
+        except (TypeError, ValueError):
+            self._rejected_count += 1
+            log.error("app_outbox.rejected", call_sid=call_sid, kind=kind, status_code=None, error="not_json")
+            return
         if len(self._pending) >= self._max_pending:
             self._drop_oldest()
         self._pending.append(item)
-        self._unwritten.append(item.to_record())
+        self._unwritten.append(line)
         self._has_work.set()
         self._has_unwritten.set()
         self._idle.clear()
@@ -345,7 +368,7 @@ class AppServerOutbox:
     def _drop_oldest(self) -> None:
         oldest = self._pending.drop_oldest()
         self._dropped_count += 1
-        self._unwritten.append({"op": "done", "id": oldest.item_id})
+        self._unwritten.append(_spool_line({"op": "done", "id": oldest.item_id}))
         self._has_unwritten.set()
         log.warning(
             "app_outbox.dropped", call_sid=oldest.call_sid, kind=oldest.kind,
@@ -423,7 +446,8 @@ class AppServerOutbox:
         # `from None`: httpx's messages carry the URL, and this module never lets headers near a log.
         try:
             response = await self._http.request(
-                method, self._base_url + path, json=body, headers=self._headers, timeout=self._timeout
+                method, self._base_url + path, content=_spool_line(body).encode("ascii"),
+                headers=self._headers, timeout=self._timeout,
             )
         except httpx.TimeoutException:
             raise UpstreamTimeout(SERVICE, f"{operation} timed out", retryable=True) from None
@@ -497,25 +521,23 @@ class AppServerOutbox:
 
     async def _rewrite_spool(self) -> None:
         """Replace the spool with exactly the pending items (records buffered so far included)."""
-        records = [item.to_record() for item in self._pending.snapshot()]
+        lines = [_spool_line(item.to_record()) for item in self._pending.snapshot()]
         self._unwritten.clear()
-        lines = [json.dumps(record, separators=(",", ":")) for record in records]
         self._is_writing = True
         try:
             await self._in_thread(self._spool.rewrite, lines)
         finally:
             self._is_writing = False
-        self._records_in_spool = len(records)
+        self._records_in_spool = len(lines)
 
     async def _append_unwritten(self) -> None:
-        records, self._unwritten = self._unwritten, []
-        lines = [json.dumps(record, separators=(",", ":")) for record in records]
+        lines, self._unwritten = self._unwritten, []
         self._is_writing = True
         try:
             await self._in_thread(self._spool.append, lines)
         finally:
             self._is_writing = False
-        self._records_in_spool += len(records)
+        self._records_in_spool += len(lines)
 
     async def _write_spool_forever(self) -> None:
         try:
@@ -557,7 +579,7 @@ class AppServerOutbox:
                 self._pending.release(item)
                 raise
             if self._pending.finish(item):
-                self._unwritten.append({"op": "done", "id": item.item_id})
+                self._unwritten.append(_spool_line({"op": "done", "id": item.item_id}))
                 self._has_unwritten.set()
             if self._pending.has_ready():
                 self._has_work.set()
