@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import textwrap
+import threading
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from switchboard.clock import ManualClock
 from switchboard.config import AISettings, load_settings
 from switchboard.knowledge.app import create_app
 from switchboard.knowledge.database import create_engine, migrate
-from switchboard.knowledge.embeddings import load_embedder
+from switchboard.knowledge.embeddings import EMBEDDING_MODEL, FloatArray, load_embedder
 from switchboard.knowledge.tenant_file import parse_tenant_file
 from switchboard.knowledge.tenant_loader import LoadSummary, load_tenants
 
@@ -92,13 +94,33 @@ def tenant_file(tmp_path: Path) -> Path:
     return write_tenant_file(tmp_path, ACME, GLOBEX)
 
 
+class MemoizedEmbedder:
+    """The real MiniLM embedder, remembering vectors by text: the same documents are loaded by many tests."""
+
+    model_id = EMBEDDING_MODEL
+
+    def __init__(self) -> None:
+        self._vectors: dict[str, FloatArray] = {}
+        self._lock = threading.Lock()
+
+    def embed(self, texts: list[str]) -> FloatArray:
+        with self._lock:
+            missing = [t for t in dict.fromkeys(texts) if t not in self._vectors]
+            if missing:
+                self._vectors.update(zip(missing, load_embedder().embed(missing), strict=True))
+            return np.stack([self._vectors[t] for t in texts]) if texts else load_embedder().embed([])
+
+
+EMBEDDER = MemoizedEmbedder()
+
+
 async def load_file(database_url: str, path: Path) -> LoadSummary:
     """What `tenants load` does, in-process: migrate, parse, load."""
     engine = create_engine(database_url)
     try:
         await migrate(engine)
         specs = parse_tenant_file(await asyncio.to_thread(path.read_text))
-        return await load_tenants(engine, specs, path.parent, load_embedder(), now=LOADED_AT)
+        return await load_tenants(engine, specs, path.parent, EMBEDDER, now=LOADED_AT)
     finally:
         await engine.dispose()
 

@@ -30,9 +30,10 @@ class Document:
 
 _BLOCK_TAGS = {
     "p", "div", "section", "article", "li", "ul", "ol", "table", "tr", "br", "hr", "blockquote",
-    "pre", "dd", "dt", "main", "header", "footer", "nav", "aside", "form", "body",
+    "pre", "dd", "dt", "main", "header", "footer", "aside", "form", "body",
 }
-_SKIPPED_TAGS = {"script", "style", "noscript", "template", "svg", "head"}
+# Menus repeat on every page and match every query; they are not knowledge.
+_SKIPPED_TAGS = {"script", "style", "noscript", "template", "svg", "head", "nav"}
 _HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 
 
@@ -68,7 +69,8 @@ class _HtmlText(HTMLParser):
         if self._in_title:
             self.title += data
         elif not self._skip_depth:
-            self.parts.append(" ".join(data.split()) if data.strip() else " ")
+            # Whitespace is kept here (it separates inline elements) and collapsed per paragraph later.
+            self.parts.append(data)
 
 
 def html_to_text(html: str) -> tuple[str, str]:

@@ -21,6 +21,13 @@ class KnowledgeHit:
     score: float
 
 
+def _display_title(title: str, heading: str) -> str:
+    # A markdown file's title is usually its first heading: "Returns > Refunds", not "Returns > Returns > Refunds".
+    if not heading:
+        return title
+    return heading if heading.startswith(title) else f"{title} > {heading}"
+
+
 async def search_knowledge(
     session: AsyncSession, embedder: Embedder, bot_profile_key: str, query: str, top_k: int
 ) -> list[KnowledgeHit]:
@@ -40,7 +47,7 @@ async def search_knowledge(
     hits = []
     for item in ranked:
         chunk = chunks[item.index]
-        title = f"{chunk.title} > {chunk.heading}" if chunk.heading and chunk.heading != chunk.title else chunk.title
+        title = _display_title(chunk.title, chunk.heading)
         hits.append(KnowledgeHit(title=title, text=chunk.text, source=chunk.source, score=round(item.score, 6)))
     return hits
 
