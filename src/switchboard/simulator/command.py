@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from switchboard.simulator.speech import mulaw_silence, read_wav_as_mulaw, synthesize_mulaw
+from switchboard.simulator.speech import mulaw_silence, neural_voice_available, read_wav_as_mulaw, speak_mulaw
 from switchboard.simulator.twilio_caller import AgentTurn, StreamRejected, TwilioCaller
 
 DEFAULT_SENTENCES = ("Hi, I'd like to check on the status of my order.", "Thanks, that's all I needed.")
@@ -49,9 +49,10 @@ async def _utterances(args: argparse.Namespace) -> list[tuple[str, bytes]]:
         print(f"streaming {args.wav} as the caller's audio")
         return [(f"<{args.wav}>", await asyncio.to_thread(read_wav_as_mulaw, args.wav))]
     sentences = list(args.say) or list(DEFAULT_SENTENCES)
-    print("no TTS voice is installed: the caller speaks a speech-like synthetic signal as long as each "
-          "sentence would take to say")
-    return [(sentence, await asyncio.to_thread(synthesize_mulaw, sentence)) for sentence in sentences]
+    if not await asyncio.to_thread(neural_voice_available):
+        print("no TTS voice is installed: the caller speaks a speech-like synthetic signal as long as each "
+              "sentence would take to say")
+    return [(sentence, await asyncio.to_thread(speak_mulaw, sentence)) for sentence in sentences]
 
 
 def _describe_turn(turn: AgentTurn) -> str:
@@ -142,7 +143,7 @@ async def _barge_in(caller: TwilioCaller, turn: AgentTurn) -> None:
     clears_before = caller.clears
     print(f"{_describe_turn(turn)} (interrupted)")
     print(f"caller (barging in): {BARGE_IN_SENTENCE}")
-    caller.say_mulaw(await asyncio.to_thread(synthesize_mulaw, BARGE_IN_SENTENCE) + mulaw_silence(100))
+    caller.say_mulaw(await asyncio.to_thread(speak_mulaw, BARGE_IN_SENTENCE) + mulaw_silence(100))
     await caller.wait_for_speech_sent(timeout_s=30.0)
     print("the server cleared the agent's audio" if caller.clears > clears_before
           else "the server did not clear the agent's audio")

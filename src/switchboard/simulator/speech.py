@@ -15,6 +15,7 @@ import zlib
 from array import array
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 SAMPLE_RATE_HZ = 8_000
 MULAW_BYTES_PER_MS = 8
@@ -85,6 +86,35 @@ def rms(samples: Sequence[int]) -> float:
 _WORD_OR_PAUSE = re.compile(r"[A-Za-z0-9']+|[.,!?;:]")
 _VOWEL_GROUPS = re.compile(r"[aeiouy]+", re.IGNORECASE)
 _PAUSE_MS = {".": 350, "!": 350, "?": 350, ",": 180, ";": 220, ":": 220}
+
+
+_NEURAL_VOICE: Any = None
+_NEURAL_VOICE_TRIED = False
+
+
+def neural_voice_available() -> bool:
+    """True when the local engine's neural TTS (hibari, `requirements/local.txt`) is installed."""
+    global _NEURAL_VOICE, _NEURAL_VOICE_TRIED
+    if not _NEURAL_VOICE_TRIED:
+        _NEURAL_VOICE_TRIED = True
+        try:
+            from switchboard.engine.speech import Synthesizer
+
+            _NEURAL_VOICE = Synthesizer()
+        except (ImportError, OSError, RuntimeError, ValueError):
+            _NEURAL_VOICE = None
+    return _NEURAL_VOICE is not None
+
+
+def speak_mulaw(text: str) -> bytes:
+    """Real speech for `text` (8 kHz mu-law) when the neural voice is installed, else `synthesize_mulaw`.
+
+    Blocking CPU work: call it through `asyncio.to_thread` from async code.
+    """
+    if neural_voice_available():
+        audio: bytes = _NEURAL_VOICE.synthesize_mulaw(text)
+        return audio
+    return synthesize_mulaw(text)
 
 
 def synthesize_mulaw(text: str) -> bytes:

@@ -90,18 +90,27 @@ class CallSettings:
     thinking_interval_s: float = 3.0
     tool_timeout_s: float = 15.0
     thinking_sound: tuple[str, ...] = ()  # base64 μ-law chunks
-    still_there_prompt: str = "The caller has been silent. Briefly ask whether they are still there."
-    inactivity_goodbye: str = "The caller is still silent. Say a short, polite goodbye; the call will end."
+    # System lines carry a quoted sentence: a real model paraphrases it, the local engine speaks it.
+    still_there_prompt: str = 'The caller has been silent for a while. Ask briefly: "Are you still there?"'
+    inactivity_goodbye: str = (
+        'The caller is still silent. Say a short, polite goodbye, for example: "I haven\'t heard from you, so '
+        'I\'ll end the call now. Thanks for calling, goodbye!"'
+    )
     wrap_up_prompt: str = (
         "The call is about to reach its time limit. Politely wrap up now: summarise what was done, and if the "
-        "caller's need is still open, offer a callback ticket."
+        "caller's need is still open, offer a callback ticket. For example: \"We're almost out of time on this "
+        "call. If there's anything still open, I can have a colleague call you back.\""
     )
-    end_call_goodbye: str = "Say a brief, friendly goodbye to the caller."
+    end_call_goodbye: str = 'Say a brief, friendly goodbye, for example: "Thanks for calling, goodbye!"'
     transfer_number: str | None = None
     transfer_caller_id: str | None = None
-    transfer_line: str = "Tell the caller in one short sentence that you are transferring them to a colleague now."
+    transfer_line: str = (
+        'Tell the caller in one short sentence that you are transferring them now, for example: "I\'m '
+        'transferring you to a colleague now, please hold."'
+    )
     transfer_failed_line: str = (
-        "The transfer to a colleague failed. Apologise briefly and offer to create a callback ticket instead."
+        "The transfer to a colleague failed. Apologise briefly and offer a callback ticket, for example: "
+        "\"Sorry, I couldn't reach a colleague just now. I can have someone call you back instead.\""
     )
 
 
