@@ -141,7 +141,8 @@ class MiniLMEmbedder:
             x = layer.forward(x, attention_bias)
         pooled = (x * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1.0)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-        return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+        unit: FloatArray = (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+        return unit
 
 
 @functools.cache
@@ -155,4 +156,5 @@ def to_bytes(vector: FloatArray) -> bytes:
 
 
 def from_bytes(data: bytes) -> FloatArray:
-    return np.frombuffer(data, dtype="<f4").astype(np.float32)
+    vector: FloatArray = np.frombuffer(data, dtype="<f4").astype(np.float32)
+    return vector

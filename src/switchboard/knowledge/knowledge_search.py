@@ -9,7 +9,7 @@ import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard.knowledge import repository
-from switchboard.knowledge.embeddings import EMBEDDING_DIM, Embedder, from_bytes
+from switchboard.knowledge.embeddings import Embedder, from_bytes
 from switchboard.knowledge.retrieval import rank
 
 
@@ -41,7 +41,7 @@ async def search_knowledge(
     if not chunks:
         return []
     query_vector = (await asyncio.to_thread(embedder.embed, [query]))[0]
-    vectors = np.stack([from_bytes(c.embedding) for c in chunks]) if chunks else np.zeros((0, EMBEDDING_DIM))
+    vectors = np.stack([from_bytes(c.embedding) for c in chunks]).astype(np.float32)
     texts = [f"{c.title} {c.heading} {c.text}" for c in chunks]
     ranked = await asyncio.to_thread(rank, query, query_vector, texts, vectors, top_k)
     hits = []
