@@ -29,6 +29,7 @@ from switchboard.knowledge.repository import list_chunks
 from switchboard.knowledge.retrieval import bm25_scores, rank, terms
 from switchboard.knowledge.tenant_file import parse_tenant_file
 from switchboard.knowledge.tenant_loader import load_tenants
+from switchboard.logs import configure_logging
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "knowledge" / "data"
 TENANT = "acme-support"
@@ -113,4 +114,5 @@ async def main(repeat: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5, help="passes over the labelled queries for latency")
+    configure_logging(level="WARNING")
     asyncio.run(main(parser.parse_args().repeat))

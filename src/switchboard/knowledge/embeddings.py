@@ -14,6 +14,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 from safetensors.numpy import load_file
+from threadpoolctl import threadpool_limits
 from tokenizers import Tokenizer
 
 EMBEDDING_MODEL = "all-MiniLM-L6-v2"
@@ -22,7 +23,7 @@ _MAX_TOKENS = 256  # sentence-transformers' max_seq_length for this model
 _HEADS = 12
 _LAYERS = 6
 _LAYER_NORM_EPS = 1e-12
-_BATCH = 16
+_BATCH = 2  # measured: small batches pad less and stay in cache; 16 was ~30 % slower
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -147,7 +148,13 @@ class MiniLMEmbedder:
 
 @functools.cache
 def load_embedder() -> MiniLMEmbedder:
-    """The process-wide embedder (about 90 MB of weights, loaded once, in about 0.2 s)."""
+    """The process-wide embedder (about 90 MB of weights, loaded once, in about 0.2 s).
+
+    Also limits OpenBLAS to one thread for the whole process: these matrices are small, and with
+    several threads on a busy 2-core machine a query's p90 went from 20 ms to 240 ms
+    (bench/knowledge_retrieval.py). Parallelism comes from callers running embed in threads.
+    """
+    threadpool_limits(limits=1, user_api="blas")
     return MiniLMEmbedder(model_folder())
 
 
