@@ -49,7 +49,9 @@ async def _utterances(args: argparse.Namespace) -> list[tuple[str, bytes]]:
         print(f"streaming {args.wav} as the caller's audio")
         return [(f"<{args.wav}>", await asyncio.to_thread(read_wav_as_mulaw, args.wav))]
     sentences = list(args.say) or list(DEFAULT_SENTENCES)
-    if not await asyncio.to_thread(neural_voice_available):
+    if await asyncio.to_thread(neural_voice_available):
+        print("the caller speaks with the local neural voice (hibari)")
+    else:
         print("no TTS voice is installed: the caller speaks a speech-like synthetic signal as long as each "
               "sentence would take to say")
     return [(sentence, await asyncio.to_thread(speak_mulaw, sentence)) for sentence in sentences]
