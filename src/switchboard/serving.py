@@ -31,6 +31,14 @@ def _loop_kind() -> str:
 
 def build_app(service: str) -> tuple[Any, Any]:
     """The ASGI app and its settings for one service, settings read once from the environment."""
+    from switchboard.tracing import instrument_app
+
+    app, settings = _build_app(service)
+    instrument_app(app, service)
+    return app, settings
+
+
+def _build_app(service: str) -> tuple[Any, Any]:
     if service == "voice":
         from switchboard.bridge.app import create_app as create_voice_app
         from switchboard.bridge.wiring import build_voice_dependencies

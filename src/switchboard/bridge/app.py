@@ -26,6 +26,7 @@ from switchboard.bridge.adapters.twilio_stream import TwilioStream
 from switchboard.bridge.call.events import StreamStarted
 from switchboard.bridge.call_runner import CallContext, CallDependencies, ConversationRecorder, LiveCall
 from switchboard.bridge.metrics import VoiceMetrics
+from switchboard.bridge.observability import NullObserver, ObserverFactory
 from switchboard.bridge.tools import ToolRunner
 from switchboard.bridge.twiml import apology_twiml, stream_twiml
 from switchboard.bridge.wire.twilio_media import StreamConnected, TwilioProtocolError, parse_twilio_message
@@ -112,6 +113,7 @@ def create_app(
     recorder: ConversationRecorder | None = None,
     tools: Any = None,
     call_control: Any = None,
+    observer_factory: ObserverFactory | None = None,
 ) -> FastAPI:
     """The voice server. Ports left as None are built from settings at start-up: the App server
     outbox (APP_SERVER_URL), the Twilio REST client (TWILIO_ACCOUNT_SID/TWILIO_AUTH_TOKEN) and the
@@ -154,7 +156,7 @@ def create_app(
         app.state.deps = CallDependencies(
             settings=settings, clock=clock, knowledge=knowledge, metrics=metrics, recorder=outbox,
             tools=tools if tools is not None else ToolRunner(outbox), call_control=control,
-            thinking_sound=_load_thinking_sound(),
+            thinking_sound=_load_thinking_sound(), observer_factory=observer_factory or NullObserver,
         )
         try:
             async with asyncio.TaskGroup() as tasks:

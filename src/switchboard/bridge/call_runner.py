@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -31,15 +31,23 @@ from switchboard.bridge.call.actions import (
 )
 from switchboard.bridge.call.events import (
     CallerHungUp,
+    CallerStartedSpeaking,
+    CallerStoppedSpeaking,
     CallEvent,
     DeadlineReached,
+    ModelAudio,
     ModelDisconnected,
+    ModelResponseDone,
+    ModelResponseStarted,
+    PlaybackMarked,
     StreamStarted,
     ToolCallFinished,
     TransferFinished,
 )
 from switchboard.bridge.call.state_machine import CallSettings, CallStateMachine
 from switchboard.bridge.metrics import VoiceMetrics
+from switchboard.bridge.observability import CallObserver, NullObserver, ObserverFactory
+from switchboard.bridge.timeline import TurnTimeline
 from switchboard.bridge.wire.openai_realtime import (
     RealtimeProtocolError,
     encode_realtime_action,
@@ -99,12 +107,7 @@ class CallDependencies:
     tools: Any = None  # a ToolRunner (bridge/tools.py) or None
     call_control: Any = None  # a TwilioCallControl (adapters/twilio_rest.py) or None
     thinking_sound: tuple[str, ...] = ()
-
-
-@dataclass(slots=True)
-class _Turn:
-    speech_stopped_at: float | None = None
-    first_audio_sent_at: float | None = None
+    observer_factory: ObserverFactory = NullObserver
 
 
 @dataclass(slots=True)
@@ -113,7 +116,6 @@ class CallTimings:
     first_audio_sent_at: float | None = None
     model_connected_at: float | None = None
     created_at: float = 0.0
-    turns: list[dict[str, float]] = field(default_factory=list)
 
 
 class LiveCall:
@@ -138,7 +140,10 @@ class LiveCall:
         self._tasks: asyncio.TaskGroup | None = None
         self._bad_frames: dict[str, int] = {}
         self.timings = CallTimings(created_at=deps.clock.now())
-        self._turn = _Turn()
+        self.timeline = TurnTimeline()
+        self.observer: CallObserver = deps.observer_factory()
+        self._trace_id: str | None = None
+        self._response_started_at: dict[str, float] = {}
         self._started_wall: datetime = deps.clock.wall()
         self._transcript: dict[str, tuple[str, str]] = {}
         self._transferred_to: str | None = None
@@ -216,10 +221,14 @@ class LiveCall:
         self.deps.metrics.model_connect_seconds.observe(self.timings.model_connected_at - self.timings.created_at)
         tasks.create_task(self.model.run_writer(), name="realtime-writer")
         tasks.create_task(self._read_model(self.model), name="realtime-reader")
+        self._trace_id = self.observer.call_started(
+            call_sid=ctx.call_sid, tenant=ctx.bot_profile_key, caller_masked=mask_phone(ctx.caller_number),
+            is_sip_call=ctx.is_sip_call,
+        )
         if self.deps.recorder is not None:
             self.deps.recorder.open_conversation_nowait(
                 ctx.call_sid, tenant=ctx.bot_profile_key, caller=ctx.caller_number, started_at=self._started_wall,
-                trace_id=None,
+                trace_id=self._trace_id,
             )
 
     async def _wait_for_stream(self, tasks: asyncio.TaskGroup) -> None:
@@ -235,6 +244,7 @@ class LiveCall:
         # The start may arrive before the call profile is in; the core is created from the profile.
         await self._core_ready.wait()
         self.timings.stream_started_at = self.deps.clock.now()
+        self.timeline.stream_started(self.timings.stream_started_at)
         log.info("call.started", caller=mask_phone(self.context.caller_number), sip=self.context.is_sip_call)
         self._feed(start)
         tasks.create_task(self._read_twilio(twilio), name="twilio-reader")
@@ -272,11 +282,15 @@ class LiveCall:
             except TwilioProtocolError as exc:
                 self._count_bad_frame("twilio", exc.kind)
                 continue
-            if isinstance(event, StreamConnected | StreamStarted):
-                if isinstance(event, StreamStarted):
-                    self._count_bad_frame("twilio", "second_start")
+            kind = type(event)
+            if kind is PlaybackMarked:
+                self.timeline.mark_played(event.name, self.deps.clock.now())  # type: ignore[union-attr]
+            elif kind is StreamStarted:
+                self._count_bad_frame("twilio", "second_start")
                 continue
-            self._feed(event)
+            elif kind is StreamConnected:
+                continue
+            self._feed(event)  # type: ignore[arg-type]
         for kind, count in (("binary", twilio.binary_frames), ("oversized", twilio.oversized_frames)):
             if count:
                 self._bad_frames[f"twilio:{kind}"] = count
@@ -316,16 +330,15 @@ class LiveCall:
                 if kind is PlayToCaller:
                     if twilio is not None and self.core is not None and self.core.stream_sid:
                         twilio.send_nowait(encode_media(self.core.stream_sid, action))  # type: ignore[arg-type]
-                        if self._turn.first_audio_sent_at is None:
-                            self._turn.first_audio_sent_at = now
-                            self._close_turn(now)
                 elif kind is SendPlaybackMark:
                     if twilio is not None and self.core is not None and self.core.stream_sid:
                         twilio.send_nowait(encode_mark(self.core.stream_sid, action))  # type: ignore[arg-type]
+                        self.timeline.media_sent(now, action.name)  # type: ignore[attr-defined]
                 elif kind is ClearCallerPlayback:
                     if twilio is not None and self.core is not None and self.core.stream_sid:
                         twilio.send_nowait(encode_clear(self.core.stream_sid))
                         self.deps.metrics.barge_ins.inc()
+                        self.timeline.clear_sent(now)
                 elif kind is StartToolCall:
                     self._start_tool(action)  # type: ignore[arg-type]
                 elif kind is RecordMessage:
@@ -395,6 +408,8 @@ class LiveCall:
                 output = json.dumps({"ok": False, "error": type(exc).__name__})
                 ok = False
         duration_ms = (self.deps.clock.now() - started) * 1000.0
+        self.observer.tool_finished(name=action.name, arguments=action.arguments, result=output,
+                                    duration_ms=duration_ms, ok=ok)
         self.deps.metrics.tool_calls.labels(tool=action.name, outcome="ok" if ok else "error").inc()
         self.deps.metrics.tool_seconds.labels(tool=action.name).observe(duration_ms / 1000.0)
         log.info("tool_call.finished", tool=action.name, duration_ms=round(duration_ms, 1), status="ok" if ok else "error")
@@ -450,23 +465,22 @@ class LiveCall:
 
     # ------------------------------------------------------------------ latency bookkeeping
     def _observe_model_event(self, event: CallEvent, now: float) -> None:
-        from switchboard.bridge.call.events import CallerStartedSpeaking, CallerStoppedSpeaking
-
-        if isinstance(event, CallerStoppedSpeaking):
-            self._turn = _Turn(speech_stopped_at=now)
-        elif isinstance(event, CallerStartedSpeaking):
-            self._turn = _Turn()
-
-    def _close_turn(self, now: float) -> None:
-        turn = self._turn
-        if self.timings.first_audio_sent_at is None:
-            self.timings.first_audio_sent_at = now
-            if self.timings.stream_started_at is not None:
-                self.deps.metrics.greeting_seconds.observe(max(0.0, now - self.timings.stream_started_at))
-        if turn.speech_stopped_at is not None:
-            latency = now - turn.speech_stopped_at
-            self.timings.turns.append({"speech_stopped_to_first_audio_ms": round(latency * 1000.0, 2)})
-            self.deps.metrics.turn_seconds.observe(latency)
+        kind = type(event)
+        if kind is ModelAudio:
+            self.timeline.model_audio(now)
+        elif kind is CallerStoppedSpeaking:
+            self.timeline.caller_stopped_speaking(now)
+        elif kind is CallerStartedSpeaking:
+            self.timeline.caller_started_speaking(now)
+        elif kind is ModelResponseStarted:
+            self.timeline.response_started(now)
+            self._response_started_at[event.response_id] = now  # type: ignore[union-attr]
+        elif kind is ModelResponseDone:
+            done: ModelResponseDone = event  # type: ignore[assignment]
+            self.observer.response_done(
+                response_id=done.response_id, status=done.status, usage=done.usage,
+                started_at=self._response_started_at.pop(done.response_id, None), ended_at=now,
+            )
 
     # ------------------------------------------------------------------ ending
     def _count_bad_frame(self, peer: str, kind: str) -> None:
@@ -521,6 +535,9 @@ class LiveCall:
         )
         self.deps.metrics.calls_ended.labels(reason=reason).inc()
         usage = dict(stats.usage) if stats else {}
+        self.timeline.finish()
+        self.deps.metrics.observe_timeline(self.timeline)
+        self.observer.call_ended(end_reason=reason, duration_s=duration_s, usage=usage, timeline=self.timeline)
         log.info(
             "call.ended", end_reason=reason, duration_s=round(duration_s, 3),
             caller_frames=stats.caller_frames if stats else 0,
@@ -528,11 +545,12 @@ class LiveCall:
             model_audio_ms=round(stats.model_audio_ms, 1) if stats else 0,
             model_audio_dropped_ms=round(stats.model_audio_dropped_ms, 1) if stats else 0,
             barge_ins=stats.barge_ins if stats else 0, tool_calls=stats.tool_calls if stats else 0,
-            bad_frames=dict(self._bad_frames), turns=self.timings.turns,
+            bad_frames=dict(self._bad_frames), latency=self.timeline.summary(),
+            stream_sid=self.core.stream_sid if self.core is not None else None,
         )
         if self.deps.recorder is not None and self.core is not None:
             self.deps.recorder.end_conversation_nowait(
                 self.context.call_sid, end_reason=reason, ended_at=clock.wall(), duration_s=round(duration_s, 3),
-                usage=usage, turns=self.timings.turns,
+                usage=usage, turns=self.timeline.turns,
                 summary=self._summary() if reason == "transferred" else None,
             )

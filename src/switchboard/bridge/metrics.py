@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from switchboard.bridge.timeline import SEGMENTS, TurnTimeline
+
 _LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0)
 
 
@@ -35,3 +37,26 @@ class VoiceMetrics:
             buckets=_LATENCY_BUCKETS, registry=r,
         )
         self.draining = Gauge("switchboard_draining", "1 once SIGTERM was received", registry=r)
+        self.turn_segment_seconds = Histogram(
+            "switchboard_turn_segment_seconds",
+            "Caller stopped speaking -> each point of the answer (response, model audio, media sent, played)",
+            ["segment"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.barge_in_reaction_seconds = Histogram(
+            "switchboard_barge_in_reaction_seconds", "speech_started received -> Twilio clear sent",
+            buckets=(0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1), registry=r,
+        )
+
+    def observe_timeline(self, timeline: TurnTimeline) -> None:
+        for turn in timeline.turns:
+            for segment in SEGMENTS:
+                value = turn.get(segment)
+                if value is not None:
+                    self.turn_segment_seconds.labels(segment=segment.removesuffix("_ms")).observe(value / 1000.0)
+            media = turn.get("speech_stopped_to_media_sent_ms")
+            if media is not None:
+                self.turn_seconds.observe(media / 1000.0)
+        for reaction_ms in timeline.barge_in_reactions_ms:
+            self.barge_in_reaction_seconds.observe(reaction_ms / 1000.0)
+        if timeline.greeting_first_media_ms is not None:
+            self.greeting_seconds.observe(timeline.greeting_first_media_ms / 1000.0)
