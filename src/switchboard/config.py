@@ -67,6 +67,7 @@ class VoiceSettings(_Base):
     stream_start_timeout_s: float = Field(default=10.0, gt=0, alias="SWITCHBOARD_STREAM_START_TIMEOUT_S")
     max_frame_bytes: int = Field(default=64 * 1024, gt=0, alias="SWITCHBOARD_MAX_FRAME_BYTES")
     outbox_dir: str = Field(default="./var/outbox", alias="SWITCHBOARD_OUTBOX_DIR")
+    max_calls: int = Field(default=200, ge=1, alias="SWITCHBOARD_MAX_CALLS")
 
     @property
     def uses_local_engine(self) -> bool:

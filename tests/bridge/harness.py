@@ -173,3 +173,10 @@ async def voice_stack(tmp_path: Path, *, tenant_yaml: str = TENANT_YAML, model: 
         voice_url = await stack.enter_async_context(serve_on_loopback(voice_app))
         yield VoiceStack(voice_url=voice_url, model=fake, voice_app=voice_app, settings=settings,
                          app_server=app_reader, app_network=app_network, twilio_rest=rest, outbox=outbox)
+
+
+async def wait_until(predicate: Any, timeout_s: float = 5.0, interval_s: float = 0.01) -> None:
+    """Poll a condition of the system under test (bounded)."""
+    async with asyncio.timeout(timeout_s):
+        while not predicate():  # noqa: ASYNC110 - polling observable state, there is no event to wait on
+            await asyncio.sleep(interval_s)

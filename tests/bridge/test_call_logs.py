@@ -9,7 +9,7 @@ import pytest
 import structlog
 
 from switchboard.logs import configure_logging, mask_phone
-from tests.bridge.harness import API_KEY, AUTH_TOKEN, SERVICE_TOKEN, voice_stack
+from tests.bridge.harness import API_KEY, AUTH_TOKEN, SERVICE_TOKEN, voice_stack, wait_until
 
 CALLER = "+15557654321"
 
@@ -33,7 +33,7 @@ async def test_a_whole_call_logs_no_secret_and_no_full_phone_number(
             await caller.wait_for(lambda: caller.stream_ms >= 400, timeout_s=5)
             await caller.hang_up()
             await session.wait_for_closed(timeout_s=5)
-            await caller.wait_for(lambda: stack.voice_app.state.registry.live_count == 0, timeout_s=5)
+            await wait_until(lambda: stack.voice_app.state.registry.live_count == 0)
     finally:
         structlog.reset_defaults()
     output = capsys.readouterr().err

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-from tests.bridge.harness import voice_stack
+from tests.bridge.harness import voice_stack, wait_until
 
 
 def _payloads(messages: list[dict]) -> list[str]:
@@ -169,7 +169,7 @@ async def test_model_socket_closing_ends_the_twilio_side_and_every_task(tmp_path
         await session.drop()
         await caller.wait_for_stream_closed(timeout_s=5)
         registry = stack.voice_app.state.registry
-        await caller.wait_for(lambda: registry.live_count == 0, timeout_s=5)
+        await wait_until(lambda: registry.live_count == 0)
         assert stack.voice_app.state.metrics.registry.get_sample_value(
             "switchboard_calls_ended_total", {"reason": "model_disconnected"}) == 1
 
@@ -182,3 +182,18 @@ async def test_twilio_stop_closes_the_model_session(tmp_path: Path) -> None:
         await session.wait_for_closed(timeout_s=5)
         assert stack.voice_app.state.metrics.registry.get_sample_value(
             "switchboard_calls_ended_total", {"reason": "caller_hung_up"}) == 1
+
+
+async def test_admission_control_answers_busy_above_the_cap_and_reports_not_ready(tmp_path: Path) -> None:
+    import httpx
+
+    async with voice_stack(tmp_path, SWITCHBOARD_MAX_CALLS=1) as stack, stack.caller() as first, \
+            stack.caller() as second, httpx.AsyncClient(base_url=stack.voice_url) as http:
+        assert (await http.get("/health-check/ready")).status_code == 200
+        await _answered(stack, first)
+        assert (await http.get("/health-check/ready")).status_code == 503
+        busy = await second.place_call(to="+15551230001", from_="+15557650000")
+        assert busy.status_code == 200 and busy.verbs == ("Say", "Hangup") and "busy" in busy.said[0]
+        await first.hang_up()
+        await wait_until(lambda: stack.voice_app.state.registry.live_count == 0)
+        assert (await http.get("/health-check/ready")).status_code == 200

@@ -195,6 +195,8 @@ def create_app(
     async def ready() -> Response:
         if registry.draining:
             return PlainTextResponse("draining", status_code=503)
+        if registry.live_count >= settings.max_calls:
+            return PlainTextResponse("at capacity", status_code=503)
         return PlainTextResponse("ready")
 
     @app.get("/metrics")
@@ -215,6 +217,11 @@ def create_app(
         if registry.draining:
             metrics.webhooks.labels(outcome="draining").inc()
             return PlainTextResponse("draining", status_code=503, headers={"Retry-After": RETRY_AFTER_S})
+        if registry.live_count >= settings.max_calls:
+            # Admission control: a polite busy message; readiness says not ready meanwhile.
+            metrics.webhooks.labels(outcome="at_capacity").inc()
+            log.warning("webhook.at_capacity", live_calls=registry.live_count)
+            return _twiml(apology_twiml("Sorry, all our lines are busy right now. Please call again in a few minutes."))
         call_sid = params.get("CallSid", "")
         start_call_context(call_sid=call_sid)
         sip_domain = params.get("SipDomain") or None
