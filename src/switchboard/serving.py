@@ -20,6 +20,9 @@ from switchboard.logs import configure_logging, get_logger
 
 log = get_logger("switchboard.serving")
 
+# After the drain timeout, how long the remaining calls get for their goodbye before the process exits.
+DRAIN_GOODBYE_S = 10.0
+
 
 def _loop_kind() -> str:
     try:
@@ -96,9 +99,16 @@ class DrainingServer(uvicorn.Server):
         self._drain_task = loop.create_task(self._drain(registry), name="drain")
 
     async def _drain(self, registry: Any) -> None:
-        with contextlib.suppress(TimeoutError):
+        try:
             async with asyncio.timeout(self._drain_timeout_s):
                 await registry.idle.wait()
+        except TimeoutError:
+            # Out of time: every remaining call hears a short goodbye, then ends (bounded).
+            log.warning("drain.timeout", live_calls=registry.live_count)
+            registry.say_goodbye_all("server_shutdown")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(DRAIN_GOODBYE_S):
+                    await registry.idle.wait()
         log.info("drain.finished", live_calls=registry.live_count)
         self.should_exit = True
 

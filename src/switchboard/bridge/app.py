@@ -73,6 +73,10 @@ class CallRegistry:
             if not self.calls:
                 self.idle.set()
 
+    def say_goodbye_all(self, reason: str) -> None:
+        for call in list(self.calls.values()):
+            call.request_goodbye(reason)
+
     @property
     def live_count(self) -> int:
         return len(self.calls)

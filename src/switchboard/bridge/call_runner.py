@@ -35,6 +35,7 @@ from switchboard.bridge.call.events import (
     CallerStoppedSpeaking,
     CallEvent,
     DeadlineReached,
+    GoodbyeRequested,
     ModelAudio,
     ModelDisconnected,
     ModelResponseDone,
@@ -159,6 +160,10 @@ class LiveCall:
     @property
     def end_reason(self) -> str | None:
         return self._end_reason
+
+    def request_goodbye(self, reason: str) -> None:
+        """Ask the call to say a short goodbye and end (drain timeout); plain def, runs on the loop."""
+        self._feed(GoodbyeRequested(reason))
 
     def request_end(self, reason: str) -> None:
         """End the call from outside (shutdown); its tasks finish and its peers close."""

@@ -145,6 +145,13 @@ class TransferFinished:
 
 
 @dataclass(frozen=True, slots=True)
+class GoodbyeRequested:
+    """The server must end the call soon (drain timeout): say a short goodbye, then end."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class DeadlineReached:
     """The time returned by `next_deadline()` has come."""
 
@@ -154,5 +161,5 @@ CallEvent = (
     | ModelSessionConfigured | ModelResponseStarted | ModelAudio | AssistantTranscriptDone | ModelResponseDone
     | CallerStartedSpeaking | CallerStoppedSpeaking | CallerTurnCommitted | CallerTranscribed
     | ToolCallRequested | ToolCallFinished | ModelErrored | ModelDisconnected | DeadlineReached
-    | TransferFinished
+    | TransferFinished | GoodbyeRequested
 )

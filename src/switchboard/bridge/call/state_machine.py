@@ -42,6 +42,7 @@ from switchboard.bridge.call.events import (
     CallerTurnCommitted,
     CallEvent,
     DeadlineReached,
+    GoodbyeRequested,
     ModelAudio,
     ModelDisconnected,
     ModelErrored,
@@ -102,6 +103,10 @@ class CallSettings:
         "call. If there's anything still open, I can have a colleague call you back.\""
     )
     end_call_goodbye: str = 'Say a brief, friendly goodbye, for example: "Thanks for calling, goodbye!"'
+    shutdown_goodbye: str = (
+        'We must end the call now. Apologise briefly and say goodbye, for example: "I\'m sorry, I have to end '
+        'our call now. Please call back anytime. Goodbye!"'
+    )
     transfer_number: str | None = None
     transfer_caller_id: str | None = None
     transfer_line: str = (
@@ -322,6 +327,8 @@ class CallStateMachine:
                 self._on_deadline(now, out)
             case TransferFinished():
                 self._on_transfer_finished(event, out)
+            case GoodbyeRequested(reason=reason):
+                self._on_goodbye_requested(reason)
 
     # ------------------------------------------------------------------ caller side
     def _on_caller_audio(self, payload: str, out: list[CallAction]) -> None:
@@ -368,7 +375,7 @@ class CallStateMachine:
         self._caller_speaking = True
         # The caller is there and has something to say: no inactivity and no pending hang-up.
         self._inactivity_stage = 0
-        if self._exit is not None and self._exit.kind != "transfer":
+        if self._exit is not None and self._exit.kind in {"end_call", "inactivity"}:
             self._exit = None
         # Barge-in: all in this tick. Twilio first (what the caller hears), then the model.
         interrupted = bool(self._queue) or self._ledger.has_unplayed_audio or self._active_response_id is not None
@@ -645,7 +652,13 @@ class CallStateMachine:
             exit_.stage = "transferring"
             out.append(TransferCall(number=self.settings.transfer_number, caller_id=self.settings.transfer_caller_id))
             return
-        self._end("inactivity" if exit_.kind == "inactivity" else "end_call", out)
+        self._end(exit_.kind, out)
+
+    def _on_goodbye_requested(self, reason: str) -> None:
+        if self._exit is not None and self._exit.kind in {"transfer", reason}:
+            return
+        self._exit = _PendingExit(kind=reason, stage="pending")
+        self._queue_request(self.settings.shutdown_goodbye, front=True)
 
     def _on_transfer_finished(self, event: TransferFinished, out: list[CallAction]) -> None:
         if self._exit is None or self._exit.kind != "transfer":
