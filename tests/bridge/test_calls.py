@@ -162,16 +162,43 @@ async def test_malformed_frames_do_not_affect_a_healthy_concurrent_call(tmp_path
         await good.hang_up()
 
 
-async def test_model_socket_closing_ends_the_twilio_side_and_every_task(tmp_path: Path) -> None:
+async def test_model_socket_drop_reconnects_and_replays_the_conversation(tmp_path: Path) -> None:
     async with voice_stack(tmp_path) as stack, stack.caller() as caller:
         session = await _answered(stack, caller)
         await session.wait_for_event("response.create", timeout_s=5)
+        await caller.wait_for(lambda: len(caller.marks_echoed) > 0 and not caller.has_unplayed_audio, timeout_s=10)
         await session.drop()
+        second = await stack.model.wait_for_session(timeout_s=5)
+        update = await second.wait_for_event("session.update", timeout_s=5)
+        assert second.received[0] is update and update["session"]["instructions"]
+        replay = await second.wait_for_event("conversation.item.create", timeout_s=5)
+        assert replay["item"]["role"] == "assistant"
+        assert replay["item"]["content"][0]["text"] == "This is the fake model speaking."
+        # No second greeting; the call goes on: caller audio reaches the new session.
+        frame = base64.b64encode(bytes([0x44]) * 160).decode()
+        caller.say_mulaw(base64.b64decode(frame) * 5)
+        await caller.wait_for(lambda: sum(1 for e in second.received if e["type"] == "input_audio_buffer.append"
+                                          and e["audio"] == frame) >= 5, timeout_s=5)
+        assert second.events_of("response.create") == []
+        assert not caller.is_stream_closed and second.protocol_errors == []
+        assert stack.voice_app.state.metrics.registry.get_sample_value("switchboard_model_reconnects_total") == 1
+        await caller.hang_up()
+
+
+async def test_unrecoverable_model_apologises_and_transfers_the_caller(tmp_path: Path) -> None:
+    async with voice_stack(tmp_path, SWITCHBOARD_MODEL_RECONNECT_WINDOW_S=0.6) as stack, stack.caller() as caller:
+        session = await _answered(stack, caller)
+        await session.wait_for_event("response.create", timeout_s=5)
+        await stack.model.aclose()  # the model service is gone: every reconnect attempt is refused
+        request = await stack.twilio_rest.wait_for_request(timeout_s=10)
+        twiml = request.form["Twiml"]
+        assert "<Say>" in twiml and "technical trouble" in twiml
+        assert '<Dial callerId="+15557654321"><Number>+15559990000</Number></Dial>' in twiml
         await caller.wait_for_stream_closed(timeout_s=5)
         registry = stack.voice_app.state.registry
         await wait_until(lambda: registry.live_count == 0)
         assert stack.voice_app.state.metrics.registry.get_sample_value(
-            "switchboard_calls_ended_total", {"reason": "model_disconnected"}) == 1
+            "switchboard_calls_ended_total", {"reason": "transferred"}) == 1
 
 
 async def test_twilio_stop_closes_the_model_session(tmp_path: Path) -> None:

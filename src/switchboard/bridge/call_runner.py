@@ -23,6 +23,7 @@ from switchboard.bridge.call.actions import (
     ClearCallerPlayback,
     EndCall,
     PlayToCaller,
+    ReconnectModel,
     RecordMessage,
     RecordUsage,
     SendPlaybackMark,
@@ -38,6 +39,7 @@ from switchboard.bridge.call.events import (
     GoodbyeRequested,
     ModelAudio,
     ModelDisconnected,
+    ModelReconnectFailed,
     ModelResponseDone,
     ModelResponseStarted,
     PlaybackMarked,
@@ -218,14 +220,10 @@ class LiveCall:
             return
         self.core = CallStateMachine(self._call_settings(self.profile, tools), call_sid=ctx.call_sid)
         self._core_ready.set()
-        self.model = await RealtimeConnection.open(
-            settings.realtime_url, model=settings.openai_realtime_model, api_key=settings.openai_api_key,
-            connect_timeout_s=settings.realtime_connect_timeout_s,
-        )
+        if not await self._open_model(tasks):
+            return
         self.timings.model_connected_at = self.deps.clock.now()
         self.deps.metrics.model_connect_seconds.observe(self.timings.model_connected_at - self.timings.created_at)
-        tasks.create_task(self.model.run_writer(), name="realtime-writer")
-        tasks.create_task(self._read_model(self.model), name="realtime-reader")
         self._trace_id = self.observer.call_started(
             call_sid=ctx.call_sid, tenant=ctx.bot_profile_key, caller_masked=mask_phone(ctx.caller_number),
             is_sip_call=ctx.is_sip_call,
@@ -235,6 +233,48 @@ class LiveCall:
                 ctx.call_sid, tenant=ctx.bot_profile_key, caller=ctx.caller_number, started_at=self._started_wall,
                 trace_id=self._trace_id,
             )
+
+    async def _open_model(self, tasks: asyncio.TaskGroup) -> bool:
+        """Open a model session, retrying with backoff within the reconnect window.
+
+        On success the new connection's reader and writer run in the call's TaskGroup; on failure the
+        core hears ModelReconnectFailed (it apologises and hands the caller over) and this returns False.
+        """
+        settings = self.deps.settings
+        clock = self.deps.clock
+        give_up_at = clock.now() + settings.model_reconnect_window_s
+        delay_s = 0.2
+        while True:
+            try:
+                connection = await RealtimeConnection.open(
+                    settings.realtime_url, model=settings.openai_realtime_model, api_key=settings.openai_api_key,
+                    connect_timeout_s=max(0.5, min(settings.realtime_connect_timeout_s,
+                                                   give_up_at - clock.now() + 0.5)),
+                )
+            except UpstreamError as exc:
+                log.warning("realtime.connect_failed", error=type(exc).__name__, retryable=exc.retryable)
+                if not exc.retryable or clock.now() + delay_s >= give_up_at:
+                    self._feed(ModelReconnectFailed(fatal=not exc.retryable))
+                    return False
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 2.0)
+                continue
+            self.model = connection
+            tasks.create_task(connection.run_writer(), name="realtime-writer")
+            tasks.create_task(self._read_model(connection), name="realtime-reader")
+            return True
+
+    async def _reconnect(self) -> None:
+        old = self.model
+        self.model = None
+        if old is not None:
+            with contextlib.suppress(TimeoutError, OSError, RuntimeError):
+                async with asyncio.timeout(self.deps.settings.close_timeout_s):
+                    await old.close()
+        self.deps.metrics.model_reconnects.inc()
+        log.warning("realtime.reconnecting")
+        if self._tasks is not None and await self._open_model(self._tasks):
+            log.info("realtime.reconnected")
 
     async def _wait_for_stream(self, tasks: asyncio.TaskGroup) -> None:
         try:
@@ -302,6 +342,7 @@ class LiveCall:
         self._feed(CallerHungUp())
 
     async def _read_model(self, model: RealtimeConnection) -> None:
+        """Feed one connection's events; when it closes, tell the core (unless it was replaced)."""
         clock = self.deps.clock
         async for message in model.events():
             try:
@@ -313,7 +354,8 @@ class LiveCall:
                 continue
             self._observe_model_event(event, clock.now())
             self._feed(event)
-        self._feed(ModelDisconnected("socket closed"))
+        if self.model is model:
+            self._feed(ModelDisconnected("socket closed"))
 
     # ------------------------------------------------------------------ core driving
     def _feed(self, event: CallEvent) -> None:
@@ -350,6 +392,9 @@ class LiveCall:
                     self._record(action)  # type: ignore[arg-type]
                 elif kind is RecordUsage:
                     continue
+                elif kind is ReconnectModel:
+                    if self._tasks is not None:
+                        self._tasks.create_task(self._reconnect(), name="realtime-reconnect")
                 elif kind is TransferCall:
                     self._start_transfer(action)  # type: ignore[arg-type]
                 elif kind is EndCall:
@@ -427,21 +472,38 @@ class LiveCall:
         self._tasks.create_task(self._transfer(action), name="transfer")
 
     async def _transfer(self, action: TransferCall) -> None:
+        from switchboard.bridge.twiml import apology_twiml, dial_twiml
+
         control = self.deps.call_control
         ok = False
+        if action.number is None:
+            # No human to hand over to: leave a callback ticket, then Twilio speaks the apology and hangs up.
+            await self._leave_callback_ticket("The AI agent was unavailable during the call.")
+            twiml = apology_twiml(action.apology or "Sorry, we have to end this call. Goodbye.")
+        else:
+            twiml = dial_twiml(action.number, action.caller_id, action.apology)
         if control is None:
             log.error("transfer.failed", reason="twilio_rest_not_configured")
         else:
-            from switchboard.bridge.twiml import dial_twiml
-
             try:
                 async with asyncio.timeout(self.deps.settings.http_timeout_s * 2):
-                    await control.redirect(self.context.call_sid, dial_twiml(action.number, action.caller_id))
+                    await control.redirect(self.context.call_sid, twiml)
                 ok = True
-                log.info("transfer.requested", to=mask_phone(action.number))
+                log.info("transfer.requested", to=mask_phone(action.number) if action.number else "hangup")
             except (TimeoutError, UpstreamError) as exc:
                 log.error("transfer.failed", error=type(exc).__name__)
         self._feed(TransferFinished(ok=ok))
+
+    async def _leave_callback_ticket(self, reason: str) -> None:
+        recorder = self.deps.recorder
+        if recorder is None or not hasattr(recorder, "create_ticket") or not self.context.caller_number:
+            return
+        try:
+            await recorder.create_ticket(call_sid=self.context.call_sid, kind="callback",
+                                         phone_number=self.context.caller_number, reason=reason,
+                                         requested_time=None)
+        except SwitchboardError as exc:
+            log.error("callback_ticket.failed", error=type(exc).__name__)
 
     def _summary(self) -> str:
         """A short hand-over note for the human agent: the last lines of the conversation."""

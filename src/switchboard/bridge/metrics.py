@@ -36,6 +36,8 @@ class VoiceMetrics:
             "switchboard_model_connect_seconds", "Call created -> model socket connected",
             buckets=_LATENCY_BUCKETS, registry=r,
         )
+        self.model_reconnects = Counter("switchboard_model_reconnects", "Model sessions re-opened after a drop",
+                                        registry=r)
         self.draining = Gauge("switchboard_draining", "1 once SIGTERM was received", registry=r)
         self.turn_segment_seconds = Histogram(
             "switchboard_turn_segment_seconds",

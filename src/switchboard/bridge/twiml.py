@@ -24,9 +24,11 @@ def apology_twiml(sentence: str) -> str:
     return str(response.to_xml())
 
 
-def dial_twiml(number: str, caller_id: str | None) -> str:
-    """`<Dial callerId=…><Number>…</Number></Dial>` for a transfer to a human."""
+def dial_twiml(number: str, caller_id: str | None, apology: str | None = None) -> str:
+    """`<Dial callerId=…><Number>…</Number></Dial>` for a transfer to a human (after `<Say>` if given)."""
     response = VoiceResponse()
+    if apology:
+        response.say(apology)
     dial = response.dial(caller_id=caller_id) if caller_id else response.dial()
     dial.number(number)
     return str(response.to_xml())

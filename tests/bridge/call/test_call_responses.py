@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from callkit import answered_call, of_type
 
-from switchboard.bridge.call.actions import EndCall, RecordUsage, RequestModelResponse
+from switchboard.bridge.call.actions import EndCall, ReconnectModel, RecordUsage, RequestModelResponse
 from switchboard.bridge.call.events import (
     CallerStartedSpeaking,
     DeadlineReached,
@@ -94,14 +94,15 @@ def test_benign_and_unknown_errors_never_end_the_call(code):
     assert call.stats().model_errors == 1
 
 
-def test_an_expired_session_ends_the_call():
+def test_an_expired_session_is_replaced_by_a_new_one():
     call = answered_call()
     actions = call.handle(
         ModelErrored(code="session_expired", message="Your session hit the maximum duration of 60 minutes.",
                      error_type="invalid_request_error"),
         now=3600.0,
     )
-    assert actions == [EndCall("model_error")]
+    assert actions == [ReconnectModel()]
+    assert call.phase is not CallPhase.ENDED
 
 
 def test_response_usage_is_reported_and_totalled():

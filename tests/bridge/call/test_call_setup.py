@@ -145,7 +145,7 @@ def test_a_second_stream_started_changes_nothing():
     [(CallerHungUp(), "caller_hung_up"), (ModelDisconnected(reason="1006"), "model_disconnected")],
 )
 def test_peer_gone_ends_the_call(event, reason):
-    call = answered_call()
+    call = answered_call(reconnect_model=False)
     call.handle(ModelResponseStarted(response_id="resp_1"), now=1.0)
 
     assert call.handle(event, now=2.0) == [EndCall(reason)]

@@ -7,6 +7,7 @@ bounded queue. websockets exceptions become UpstreamError here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -69,12 +70,11 @@ class RealtimeConnection:
             raise UpstreamProtocolError(SERVICE, "model is not reading; send queue full", retryable=False) from None
 
     async def run_writer(self) -> None:
-        try:
+        """Send queued events until the socket closes; the reader reports the close to the call."""
+        with contextlib.suppress(websockets.ConnectionClosed):
             while True:
                 text = await self._outbox.get()
                 await self._websocket.send(text)
-        except websockets.ConnectionClosed:
-            raise UpstreamUnavailable(SERVICE, "socket closed while sending", retryable=True) from None
 
     async def events(self) -> AsyncIterator[str | bytes]:
         """Raw frames until the socket closes (normally or not)."""

@@ -49,6 +49,18 @@ class DeleteModelItem:
 
 
 @dataclass(frozen=True, slots=True)
+class AddConversationItem:
+    """`conversation.item.create` replaying an earlier item into a new session."""
+
+    item: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ReconnectModel:
+    """The model socket dropped: open a new session (with backoff); the core replays the conversation."""
+
+
+@dataclass(frozen=True, slots=True)
 class SendToolResult:
     """`conversation.item.create` with a `function_call_output` item."""
 
@@ -105,10 +117,12 @@ class RecordUsage:
 
 @dataclass(frozen=True, slots=True)
 class TransferCall:
-    """Redirect the live call to a human: Twilio REST update with `<Dial callerId=…><Number>…`."""
+    """Redirect the live call: Twilio REST update with `<Dial callerId=…><Number>…` (a human), optionally
+    after `<Say>apology</Say>`; with no number, the apology, a callback ticket and `<Hangup/>`."""
 
-    number: str
+    number: str | None
     caller_id: str | None
+    apology: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +134,6 @@ class EndCall:
 
 CallAction = (
     ConfigureModelSession | AppendCallerAudio | RequestModelResponse | CancelModelResponse | TruncateModelAudio
-    | DeleteModelItem | SendToolResult | PlayToCaller | SendPlaybackMark | ClearCallerPlayback | StartToolCall
+    | DeleteModelItem | SendToolResult | AddConversationItem | ReconnectModel | PlayToCaller | SendPlaybackMark | ClearCallerPlayback | StartToolCall
     | RecordMessage | RecordUsage | TransferCall | EndCall
 )

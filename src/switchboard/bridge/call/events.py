@@ -152,6 +152,13 @@ class GoodbyeRequested:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelReconnectFailed:
+    """No new model session could be opened (retries exhausted, or a fatal refusal such as a bad key)."""
+
+    fatal: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class DeadlineReached:
     """The time returned by `next_deadline()` has come."""
 
@@ -161,5 +168,5 @@ CallEvent = (
     | ModelSessionConfigured | ModelResponseStarted | ModelAudio | AssistantTranscriptDone | ModelResponseDone
     | CallerStartedSpeaking | CallerStoppedSpeaking | CallerTurnCommitted | CallerTranscribed
     | ToolCallRequested | ToolCallFinished | ModelErrored | ModelDisconnected | DeadlineReached
-    | TransferFinished | GoodbyeRequested
+    | TransferFinished | GoodbyeRequested | ModelReconnectFailed
 )

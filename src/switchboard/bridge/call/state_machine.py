@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from switchboard.bridge.call.actions import (
+    AddConversationItem,
     AppendCallerAudio,
     CallAction,
     CancelModelResponse,
@@ -22,6 +23,7 @@ from switchboard.bridge.call.actions import (
     DeleteModelItem,
     EndCall,
     PlayToCaller,
+    ReconnectModel,
     RecordMessage,
     RecordUsage,
     RequestModelResponse,
@@ -46,6 +48,7 @@ from switchboard.bridge.call.events import (
     ModelAudio,
     ModelDisconnected,
     ModelErrored,
+    ModelReconnectFailed,
     ModelResponseDone,
     ModelResponseStarted,
     ModelSessionConfigured,
@@ -91,6 +94,8 @@ class CallSettings:
     thinking_interval_s: float = 3.0
     tool_timeout_s: float = 15.0
     thinking_sound: tuple[str, ...] = ()  # base64 μ-law chunks
+    # On a dropped model socket: reconnect and replay (the runner retries; see ModelReconnectFailed).
+    reconnect_model: bool = True
     # System lines carry a quoted sentence: a real model paraphrases it, the local engine speaks it.
     still_there_prompt: str = 'The caller has been silent for a while. Ask briefly: "Are you still there?"'
     inactivity_goodbye: str = (
@@ -103,6 +108,13 @@ class CallSettings:
         "call. If there's anything still open, I can have a colleague call you back.\""
     )
     end_call_goodbye: str = 'Say a brief, friendly goodbye, for example: "Thanks for calling, goodbye!"'
+    model_lost_apology: str = (
+        "I'm sorry, we're having technical trouble on this line."
+    )
+    resume_after_reconnect: str = (
+        'The line dropped for a moment. Briefly apologise and continue where you left off, for example: '
+        '"Sorry about that, the line cut out for a moment."'
+    )
     shutdown_goodbye: str = (
         'We must end the call now. Apologise briefly and say goodbye, for example: "I\'m sorry, I have to end '
         'our call now. Please call back anytime. Goodbye!"'
@@ -222,6 +234,14 @@ class CallStateMachine:
         self._silence_since: float | None = None
         self._inactivity_stage = 0  # 0 normal, 1 prompted, 2 saying goodbye
         self._exit: _PendingExit | None = None
+        self._last_now = 0.0
+
+        # Model session recovery: what was said, to replay into a new session.
+        self._greeted = False
+        self._reconnecting = False
+        self._resume_after_reconnect = False
+        self._history: dict[str, tuple[int, dict[str, Any]]] = {}
+        self._next_thinking_at: float | None = None
 
     # ------------------------------------------------------------------ public surface
     @property
@@ -248,6 +268,7 @@ class CallStateMachine:
         if self._phase is CallPhase.ENDED:
             return []
         out: list[CallAction] = []
+        self._last_now = now
         self._dispatch(event, now, out)
         if not self._is_ended():
             self._release_audio(now, out)
@@ -266,8 +287,8 @@ class CallStateMachine:
             candidates.append(self._play_end_estimate - self.settings.playback_lead_ms / 1000.0)
         for run in self._tools.values():
             candidates.append(run.started_at + self.settings.tool_timeout_s)
-            if self.settings.thinking_sound:
-                candidates.append(run.next_thinking_at)
+        if self._next_thinking_at is not None and self.settings.thinking_sound:
+            candidates.append(self._next_thinking_at)
         if self._stream_started_at is not None:
             cap = self._stream_started_at + self.settings.max_call_s
             candidates.append(cap)
@@ -311,6 +332,8 @@ class CallStateMachine:
                 seq = self._user_seq.setdefault(item_id, self._next_seq())
                 if text.strip():
                     out.append(RecordMessage(seq=seq, role="user", text=text.strip(), message_id=f"user:{item_id}"))
+                    self._remember(seq, f"user:{item_id}", {
+                        "type": "message", "role": "user", "content": [{"type": "input_text", "text": text.strip()}]})
             case ToolCallRequested():
                 self._on_tool_requested(event, now, out)
             case ToolCallFinished():
@@ -318,7 +341,9 @@ class CallStateMachine:
             case ModelErrored():
                 self._on_model_error(event, out)
             case ModelDisconnected():
-                self._end("model_disconnected", out)
+                self._on_model_disconnected(now, out)
+            case ModelReconnectFailed():
+                self._on_model_lost(out)
             case CallerHungUp():
                 self._end("caller_hung_up", out)
             case CallerPressedKey():
@@ -423,7 +448,19 @@ class CallStateMachine:
                 output_modalities=s.output_modalities, transcription_model=s.transcription_model,
             )
         )
-        if s.greeting:
+        if self._reconnecting:
+            # A new session after a drop: replay the conversation so far, then carry on.
+            self._reconnecting = False
+            if not self._tools:
+                self._next_thinking_at = None
+            for _, item in sorted(self._history.values(), key=lambda entry: entry[0]):
+                out.append(AddConversationItem(item))
+            if self._resume_after_reconnect:
+                self._resume_after_reconnect = False
+                self._queue_request(s.resume_after_reconnect, front=True)
+            self._send_next_request(out)
+        elif s.greeting and not self._greeted:
+            self._greeted = True
             self._queue_request(
                 f"The call has just been answered. Greet the caller with exactly this sentence: \"{s.greeting}\""
             )
@@ -433,6 +470,44 @@ class CallStateMachine:
         self._buffered_caller_ms = 0.0
         if self.stream_sid is not None:
             self._transition(CallPhase.ACTIVE)
+
+    def _on_model_disconnected(self, now: float, out: list[CallAction]) -> None:
+        if not self.settings.reconnect_model:
+            self._end("model_disconnected", out)
+            return
+        if self._reconnecting:
+            return
+        self._reconnecting = True
+        self._model_open = False
+        # The response in flight died with the socket; its audio already here still plays.
+        if self._active_response_id is not None or self._inflight_request is not None:
+            self._resume_after_reconnect = True
+            if self._inflight_request is not None:
+                self._pending_requests.appendleft(self._inflight_request)
+        self._active_response_id = None
+        self._inflight_request = None
+        if self._next_thinking_at is None:
+            self._next_thinking_at = now + self.settings.thinking_delay_s
+        out.append(ReconnectModel())
+
+    def _on_model_lost(self, out: list[CallAction]) -> None:
+        """No model session could be had: apologise (Twilio speaks it) and hand over to a human or a callback."""
+        self._reconnecting = False
+        self._next_thinking_at = None
+        self._queue.clear()
+        s = self.settings
+        if s.transfer_number:
+            apology = s.model_lost_apology + " Let me transfer you to a colleague."
+            self._exit = _PendingExit(kind="transfer", stage="transferring")
+            out.append(TransferCall(number=s.transfer_number, caller_id=s.transfer_caller_id, apology=apology))
+        else:
+            apology = s.model_lost_apology + " We will call you back as soon as possible. Goodbye."
+            self._exit = _PendingExit(kind="model_unavailable", stage="transferring")
+            out.append(TransferCall(number=None, caller_id=None, apology=apology))
+
+    def _remember(self, seq: int, key: str, item: dict[str, Any]) -> None:
+        """Keep a conversation item to replay into a new model session after a drop."""
+        self._history[key] = (seq, item)
 
     def _on_response_started(self, event: ModelResponseStarted) -> None:
         self._active_response_id = event.response_id
@@ -497,7 +572,10 @@ class CallStateMachine:
         if event.code in BENIGN_MODEL_ERRORS:
             return
         if event.code in FATAL_MODEL_ERRORS or event.error_type in {"authentication_error", "permission_error"}:
-            self._end("model_error", out)
+            if event.code == "session_expired" and self.settings.reconnect_model:
+                self._on_model_disconnected(self._last_now, out)
+            else:
+                self._on_model_lost(out)
 
     # ------------------------------------------------------------------ tools
     def _on_tool_requested(self, event: ToolCallRequested, now: float, out: list[CallAction]) -> None:
@@ -533,6 +611,8 @@ class CallStateMachine:
             call_id=event.call_id, name=event.name, arguments=event.arguments, response_id=event.response_id,
             started_at=now, seq=seq, next_thinking_at=now + self.settings.thinking_delay_s,
         )
+        if self._next_thinking_at is None:
+            self._next_thinking_at = now + self.settings.thinking_delay_s
         out.append(StartToolCall(call_id=event.call_id, name=event.name, arguments=event.arguments))
 
     def _on_tool_finished(self, event: ToolCallFinished, now: float, out: list[CallAction]) -> None:
@@ -542,7 +622,12 @@ class CallStateMachine:
         self._finish_tool(run, event.output, now, out)
 
     def _finish_tool(self, run: _ToolRun, output: str, now: float, out: list[CallAction]) -> None:
-        if not self._tools:
+        self._remember(run.seq, f"call:{run.call_id}", {
+            "type": "function_call", "call_id": run.call_id, "name": run.name, "arguments": run.arguments})
+        self._remember(run.seq, f"output:{run.call_id}", {
+            "type": "function_call_output", "call_id": run.call_id, "output": output})
+        if not self._tools and not self._reconnecting:
+            self._next_thinking_at = None
             # Stop the thinking sound the moment the last result is in: drop what is queued and, when
             # only thinking sound is still unplayed at Twilio, clear it there too.
             self._queue = deque(q for q in self._queue if q.item_id is not None)
@@ -587,10 +672,13 @@ class CallStateMachine:
                     {"ok": False, "error": "timeout", "detail": f"the tool did not answer within {s.tool_timeout_s:g} s"}
                 )
                 self._finish_tool(run, timeout_output, now, out)
-            elif s.thinking_sound and now >= run.next_thinking_at:
-                run.next_thinking_at = now + s.thinking_interval_s
+        if self._next_thinking_at is not None and now >= self._next_thinking_at:
+            if self._tools or self._reconnecting:
+                self._next_thinking_at = now + s.thinking_interval_s
                 for chunk in s.thinking_sound:
                     self._queue.append(_QueuedAudio(None, None, chunk, mulaw_ms_of_base64(chunk)))
+            else:
+                self._next_thinking_at = None
         if self._silence_since is not None and self._exit is None:
             if self._inactivity_stage == 0 and now >= self._silence_since + s.inactivity_prompt_s:
                 self._inactivity_stage = 1
@@ -661,7 +749,10 @@ class CallStateMachine:
         self._queue_request(self.settings.shutdown_goodbye, front=True)
 
     def _on_transfer_finished(self, event: TransferFinished, out: list[CallAction]) -> None:
-        if self._exit is None or self._exit.kind != "transfer":
+        if self._exit is None or self._exit.kind not in {"transfer", "model_unavailable"}:
+            return
+        if self._exit.kind == "model_unavailable" or not self._model_open:
+            self._end("model_unavailable" if self._exit.kind == "model_unavailable" else "transferred", out)
             return
         if event.ok:
             self._end("transferred", out)
@@ -694,6 +785,9 @@ class CallStateMachine:
         if item.interrupted:
             text = cut_transcript(text, item.heard_ms, item.sent_ms)
         out.append(RecordMessage(seq=item.seq, role="assistant", text=text, message_id=f"assistant:{item.item_id}"))
+        if text:
+            self._remember(item.seq, f"assistant:{item.item_id}", {
+                "type": "message", "role": "assistant", "content": [{"type": "output_text", "text": text}]})
         item.recorded = final
 
     def _is_ended(self) -> bool:

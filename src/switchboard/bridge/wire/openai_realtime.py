@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from switchboard.bridge.call.actions import (
+    AddConversationItem,
     AppendCallerAudio,
     CallAction,
     CancelModelResponse,
@@ -178,6 +179,8 @@ def encode_realtime_action(action: CallAction) -> str | None:
             "type": "conversation.item.create",
             "item": {"type": "function_call_output", "call_id": action.call_id, "output": action.output},
         }
+    elif isinstance(action, AddConversationItem):
+        event = {"type": "conversation.item.create", "item": action.item}
     elif isinstance(action, ConfigureModelSession):
         event = session_update(action)
     else:
