@@ -33,6 +33,7 @@ async def test_voiceagent_endpoints_refuse_a_missing_or_wrong_token(
         ("/voiceagent/get_available_tools/", {"bot_profile_key": "acme-support"}),
         ("/voiceagent/search_knowledge_base/", {"bot_profile_key": "acme-support", "query": "returns"}),
         ("/voiceagent/execute_tool/", {"bot_profile_key": "acme-support", "name": "lookup_order", "arguments": {}, "call_sid": "CA1"}),
+        ("/voiceagent/charge_call/", {"bot_profile_key": "acme-support", "call_sid": "CA1", "duration_s": 60}),
     ]:
         response = await loaded_client.post(path, json=body, headers=headers)
         assert response.status_code == 401, path

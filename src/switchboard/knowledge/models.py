@@ -1,7 +1,7 @@
 """Tables of the AI server (SQLAlchemy 2, async). The schema itself is created by the Alembic migrations.
 
 Tenants keep their profile as loaded; routes, tools and knowledge documents hang off a tenant and go
-with it. Embeddings are float32 little-endian bytes so the same column works on SQLite and PostgreSQL.
+with it. `tenants.credits` is the live balance; `call_charges` records every call charged against it. Embeddings are float32 little-endian bytes so the same column works on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -29,6 +29,7 @@ class Tenant(Base):
     # As written in the tenant file; parsed with business_hours.parse_business_hours when read.
     business_hours: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     transfer: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
+    # Minutes left: the file's allowance minus the minutes charged (see tenant_loader), never below 0.
     credits: Mapped[int] = mapped_column(Integer)
     # sha256 of the profile (without knowledge); a reload with the same hash changes nothing.
     profile_sha256: Mapped[str] = mapped_column(String(64))
@@ -96,3 +97,19 @@ class KnowledgeChunk(Base):
     heading: Mapped[str] = mapped_column(Text)
     text: Mapped[str] = mapped_column(Text)
     embedding: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class CallCharge(Base):
+    """One call's minutes, charged to its tenant exactly once: the unique key makes a repeat a no-op."""
+
+    __tablename__ = "call_charges"
+    __table_args__ = (UniqueConstraint("tenant_key", "call_sid", name="uq_call_charges_tenant_call_sid"),)
+
+    charge_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # No cascade: billing records outlive whatever happens to the tenant row.
+    tenant_key: Mapped[str] = mapped_column(ForeignKey("tenants.key"))
+    call_sid: Mapped[str] = mapped_column(String(64))
+    # Minutes the call used (ceil of duration_s / 60), recorded in full even when the balance had less.
+    minutes: Mapped[int] = mapped_column(Integer)
+    duration_s: Mapped[float] = mapped_column(Float)
+    charged_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

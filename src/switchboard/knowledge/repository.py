@@ -1,4 +1,4 @@
-"""Queries of the AI server: tenants by route or key, their tools and their knowledge chunks.
+"""Queries of the AI server: tenants by route or key, their tools and knowledge chunks, and call charges.
 
 One session per request, nothing cached: a `tenants load` is visible to the next request.
 """
@@ -6,14 +6,23 @@ One session per request, nothing cached: a `tenants load` is visible to the next
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import case, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard.knowledge.business_hours import BusinessHours, parse_business_hours
 from switchboard.knowledge.errors import TenantNotFound, ToolNotFound
-from switchboard.knowledge.models import KnowledgeChunk, KnowledgeDocument, Tenant, TenantRoute, TenantTool
+from switchboard.knowledge.models import (
+    CallCharge,
+    KnowledgeChunk,
+    KnowledgeDocument,
+    Tenant,
+    TenantRoute,
+    TenantTool,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +48,15 @@ class ToolDefinition:
     description: str
     parameters: dict[str, Any]
     http: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeResult:
+    key: str
+    call_sid: str
+    minutes: int  # what this call_sid was charged the first time
+    credits_remaining: int  # the tenant's balance now
+    already_charged: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,3 +140,49 @@ async def list_chunks(session: AsyncSession, key: str) -> list[StoredChunk]:
         .order_by(KnowledgeDocument.document_id, KnowledgeChunk.ordinal)
     )
     return [StoredChunk(title, source, heading, text, bytes(embedding)) for title, source, heading, text, embedding in rows]
+
+
+async def charge_call(
+    session: AsyncSession, *, key: str, call_sid: str, minutes: int, duration_s: float, now: datetime
+) -> ChargeResult:
+    """Charge `minutes` to the tenant once per `call_sid`; a repeat changes nothing and reports the first charge.
+
+    One transaction inserts the charge row (unique per tenant and call_sid) and then decrements the
+    balance with a single UPDATE, clamped at 0, so concurrent charges of one tenant serialise on its
+    row and none is lost. Inserting first matters: on SQLite the transaction takes the write lock
+    before it reads anything, and on PostgreSQL a second request for the same call waits on the
+    unique index until the first commits, then finds its row.
+
+    The session must not be in a transaction yet.
+
+    Raises:
+        TenantNotFound: no tenant with this key.
+    """
+    try:
+        async with session.begin():
+            await session.execute(
+                insert(CallCharge).values(
+                    tenant_key=key, call_sid=call_sid, minutes=minutes, duration_s=duration_s, charged_at=now
+                )
+            )
+            credits_remaining = await session.scalar(
+                update(Tenant)
+                .where(Tenant.key == key)
+                .values(credits=case((Tenant.credits > minutes, Tenant.credits - minutes), else_=0))
+                .returning(Tenant.credits)
+            )
+            if credits_remaining is None:
+                raise TenantNotFound(f"no tenant with bot_profile_key '{key}'")
+    except IntegrityError:
+        # The call was charged already, or (foreign key) the tenant does not exist.
+        existing = await session.scalar(
+            select(CallCharge.minutes).where(CallCharge.tenant_key == key, CallCharge.call_sid == call_sid)
+        )
+        balance = await session.scalar(select(Tenant.credits).where(Tenant.key == key))
+        await session.rollback()
+        if balance is None:
+            raise TenantNotFound(f"no tenant with bot_profile_key '{key}'") from None
+        if existing is None:
+            raise
+        return ChargeResult(key, call_sid, existing, balance, already_charged=True)
+    return ChargeResult(key, call_sid, minutes, credits_remaining, already_charged=False)

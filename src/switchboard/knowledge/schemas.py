@@ -89,3 +89,18 @@ class ExecuteToolResponse(BaseModel):
     result: str
     error: str | None
     duration_ms: float | None = None
+
+
+class ChargeCallRequest(_Body):
+    bot_profile_key: str
+    call_sid: str = Field(min_length=1, max_length=64)
+    # A day bounds it: Twilio ends a call after at most 24 hours.
+    duration_s: float = Field(ge=0, le=86_400, allow_inf_nan=False)
+
+
+class ChargeCallResponse(BaseModel):
+    bot_profile_key: str
+    call_sid: str
+    minutes: int
+    credits_remaining: int
+    already_charged: bool

@@ -3,6 +3,13 @@
 Order of work: read every knowledge file and compare content hashes with the database, embed what
 changed (outside the transaction: it is slow), then write everything in one transaction. Any error
 before the commit leaves the database as it was.
+
+Credits: a tenant's `credits` in the file is its allowance of call minutes, and calls charged since
+(`call_charges`, written by POST /voiceagent/charge_call/) are subtracted from it, so the balance is
+always `max(0, allowance - minutes charged)`. Reloading the same file, or a file that changes only
+other keys, leaves the balance alone; raising the allowance by N adds N minutes; lowering it below
+what was used leaves 0. Minutes a call ran past a balance of 0 are still recorded, so they are taken
+from the next raise of the allowance.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import delete, select, tuple_
+from sqlalchemy import delete, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from switchboard.knowledge.chunking import CHUNKER_VERSION, Chunk, chunk_text
@@ -23,7 +30,14 @@ from switchboard.knowledge.database import sessionmaker
 from switchboard.knowledge.documents import Document, DocumentError, read_document
 from switchboard.knowledge.embeddings import Embedder, FloatArray, to_bytes
 from switchboard.knowledge.errors import TenantFileError
-from switchboard.knowledge.models import KnowledgeChunk, KnowledgeDocument, Tenant, TenantRoute, TenantTool
+from switchboard.knowledge.models import (
+    CallCharge,
+    KnowledgeChunk,
+    KnowledgeDocument,
+    Tenant,
+    TenantRoute,
+    TenantTool,
+)
 from switchboard.knowledge.tenant_file import TenantSpec
 
 ROUTE_FIELDS = {"sip_domains": "sip_domain", "numbers": "number", "application_sids": "application_sid"}
@@ -95,6 +109,8 @@ async def load_tenants(
 
     Tenants not in the file are left alone. For a tenant in the file, its routes, tools and knowledge
     become exactly what the file says; documents whose content hash is unchanged keep their chunks.
+    `credits` is an allowance: the balance becomes `max(0, credits - minutes charged so far)` (see the
+    module docstring), computed with the tenant's row locked so a call charged meanwhile is not lost.
 
     Raises:
         TenantFileError: a knowledge file cannot be read, or a route already belongs to another tenant.
@@ -149,7 +165,9 @@ async def load_tenants(
 
         for spec in specs:
             sha = profile_sha256(spec)
-            tenant = await session.get(Tenant, spec.key)
+            # Locked (PostgreSQL) so a charge_call waits for this load or commits before the sum of
+            # charges is read; SQLite serialises writers on its own.
+            tenant = await session.get(Tenant, spec.key, with_for_update=True)
             if tenant is None:
                 summary.tenants_created.append(spec.key)
                 tenant = Tenant(key=spec.key, created_at=now)
@@ -178,7 +196,7 @@ async def _write_profile(session: AsyncSession, tenant: Tenant, spec: TenantSpec
     tenant.transcriber = spec.transcriber
     tenant.business_hours = spec.business_hours
     tenant.transfer = spec.transfer.model_dump(mode="json") if spec.transfer else None
-    tenant.credits = spec.credits
+    tenant.credits = max(0, spec.credits - await _charged_minutes(session, spec.key))
     tenant.profile_sha256 = sha
     tenant.updated_at = now
     await session.flush()
@@ -201,6 +219,15 @@ async def _write_profile(session: AsyncSession, tenant: Tenant, spec: TenantSpec
             )
         )
     await session.flush()
+
+
+async def _charged_minutes(session: AsyncSession, key: str) -> int:
+    # No autoflush: a tenant being created is not complete yet.
+    with session.no_autoflush:
+        total = await session.scalar(
+            select(func.coalesce(func.sum(CallCharge.minutes), 0)).where(CallCharge.tenant_key == key)
+        )
+    return int(total or 0)
 
 
 async def _write_knowledge(
