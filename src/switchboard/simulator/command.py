@@ -130,7 +130,8 @@ async def _run(args: argparse.Namespace, auth_token: str) -> int:
         if args.record:
             await asyncio.to_thread(caller.write_wav, args.record)
             print(f"recording (caller left, agent right): {args.record}")
-    await _print_transcript(caller.call_sid)
+    await print_conversation(caller.call_sid, app_url=os.environ.get("APP_SERVER_URL"),
+                             token=os.environ.get("SWITCHBOARD_SERVICE_TOKEN"))
     return 0
 
 
@@ -151,9 +152,34 @@ async def _barge_in(caller: TwilioCaller, turn: AgentTurn) -> None:
           else "the server did not clear the agent's audio")
 
 
-async def _print_transcript(call_sid: str) -> None:
-    app_url = os.environ.get("APP_SERVER_URL")
-    token = os.environ.get("SWITCHBOARD_SERVICE_TOKEN")
+TIMELINE_COLUMNS = (
+    ("speech_stopped_to_response_ms", "response"),
+    ("speech_stopped_to_model_audio_ms", "model audio"),
+    ("speech_stopped_to_media_sent_ms", "media sent"),
+    ("speech_stopped_to_played_ms", "played"),
+)
+
+
+def format_turn_timeline(turns: list[dict[str, Any]]) -> list[str]:
+    """The voice server's per-turn latency timeline as table lines (ms after the caller stopped speaking)."""
+    if not turns:
+        return ["per-turn latency (voice server): no complete turn was recorded"]
+    lines = ["per-turn latency (voice server, ms after the caller stopped speaking):",
+             "  turn" + "".join(f"{title:>13}" for _, title in TIMELINE_COLUMNS)]
+    for number, turn in enumerate(turns, start=1):
+        cells = []
+        for key, _ in TIMELINE_COLUMNS:
+            value = turn.get(key) if isinstance(turn, dict) else None
+            cells.append(f"{value:>13.0f}" if isinstance(value, int | float) else f"{'-':>13}")
+        lines.append(f"  {number:>4}" + "".join(cells))
+    return lines
+
+
+async def print_conversation(call_sid: str, *, app_url: str | None, token: str | None) -> None:
+    """Print the App server's record of the call: transcript, then the voice server's per-turn timeline.
+
+    Prints nothing when `app_url` or `token` is missing; waits up to about 2.5 s for the record to end.
+    """
     if not app_url or not token:
         return
     url = app_url.rstrip("/") + "/api/conversations"
@@ -178,3 +204,9 @@ async def _print_transcript(call_sid: str) -> None:
     print(f"transcript ({conversation.get('status')}, end reason {conversation.get('end_reason')}):")
     for message in conversation.get("messages") or []:
         print(f"  {message.get('role')}: {message.get('text')}")
+    turns = conversation.get("turns")
+    if isinstance(turns, list):
+        for line in format_turn_timeline(turns):
+            print(line)
+    if conversation.get("trace_id"):
+        print(f"trace: {conversation['trace_id']}")
