@@ -137,7 +137,7 @@ class VoiceStack:
 
 @contextlib.asynccontextmanager
 async def voice_stack(tmp_path: Path, *, tenant_yaml: str = TENANT_YAML, model: FakeRealtimeServer | None = None,
-                      **overrides: Any) -> AsyncIterator[VoiceStack]:
+                      engine_url: str | None = None, **overrides: Any) -> AsyncIterator[VoiceStack]:
     ai_url = f"sqlite+aiosqlite:///{tmp_path}/ai.db"
     await load_tenant_yaml(ai_url, tenant_yaml, tmp_path)
     ai_app = create_ai_app(AISettings(AI_DATABASE_URL=ai_url, SWITCHBOARD_SERVICE_TOKEN=SERVICE_TOKEN))
@@ -156,10 +156,13 @@ async def voice_stack(tmp_path: Path, *, tenant_yaml: str = TENANT_YAML, model: 
         rest = await stack.enter_async_context(
             FakeTwilioRest(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, auto_create_calls=True))
         fake = model or FakeRealtimeServer(api_key=API_KEY)
-        await stack.enter_async_context(fake)
+        if engine_url is None:
+            await stack.enter_async_context(fake)
         values: dict[str, Any] = {
-            "OPENAI_API_KEY": API_KEY,
-            "OPENAI_REALTIME_URL": fake.realtime_url,
+            # With an engine URL the voice server runs as with no API key: on the local engine.
+            "OPENAI_API_KEY": API_KEY if engine_url is None else None,
+            "SWITCHBOARD_ENGINE_URL": engine_url or "ws://127.0.0.1:9/v1/realtime",
+            "OPENAI_REALTIME_URL": fake.realtime_url if engine_url is None else "ws://127.0.0.1:9/v1/realtime",
             "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
             "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
             "SWITCHBOARD_SERVICE_TOKEN": SERVICE_TOKEN,

@@ -224,3 +224,15 @@ async def test_admission_control_answers_busy_above_the_cap_and_reports_not_read
         await first.hang_up()
         await wait_until(lambda: stack.voice_app.state.registry.live_count == 0)
         assert (await http.get("/health-check/ready")).status_code == 200
+
+
+async def test_minutes_used_are_charged_to_the_tenant_once_when_the_call_ends(tmp_path: Path) -> None:
+    async with voice_stack(tmp_path) as stack, stack.caller() as caller:
+        await _answered(stack, caller)
+        await caller.wait_for(lambda: caller.stream_ms >= 300, timeout_s=5)
+        await caller.hang_up()
+        await wait_until(lambda: stack.voice_app.state.registry.live_count == 0)
+        knowledge = stack.voice_app.state.knowledge
+        again = await knowledge.charge_call(bot_profile_key="acme-support", call_sid=caller.call_sid, duration_s=999)
+        assert again["already_charged"] is True and again["minutes"] == 1
+        assert again["credits_remaining"] == 499

@@ -21,7 +21,7 @@ from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from twilio.request_validator import RequestValidator
 
-from switchboard.bridge.adapters.knowledge_client import KnowledgeClient
+from switchboard.bridge.adapters.knowledge_client import KnowledgeClient, ProfileCache
 from switchboard.bridge.adapters.twilio_stream import TwilioStream
 from switchboard.bridge.call.events import StreamStarted
 from switchboard.bridge.call_runner import CallContext, CallDependencies, ConversationRecorder, LiveCall
@@ -136,7 +136,7 @@ def create_app(
             base_url=settings.ai_server_url, timeout_s=settings.http_timeout_s,
             bearer_token=settings.switchboard_service_token, transport=ai_transport,
         )
-        knowledge = KnowledgeClient(ai_http)
+        knowledge = KnowledgeClient(ai_http, cache=ProfileCache(clock))
         app.state.knowledge = knowledge
         owned: list[Any] = []
         outbox = recorder
@@ -234,7 +234,7 @@ def create_app(
         is_sip = bool(sip_domain) or (to or "").startswith("sip:") or from_value.startswith("sip:")
         knowledge: KnowledgeClient = app.state.knowledge
         try:
-            route = await knowledge.resolve_tenant(
+            route = await knowledge.resolve_tenant_or_cached(
                 sip_domain=sip_domain, to=to, application_sid=params.get("ApplicationSid") or None
             )
         except TenantNotFound:

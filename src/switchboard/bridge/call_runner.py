@@ -66,7 +66,7 @@ from switchboard.bridge.wire.twilio_media import (
 )
 from switchboard.clock import Clock, TimerHandle
 from switchboard.config import VoiceSettings
-from switchboard.errors import CallEnded, CallerGone, SwitchboardError, UpstreamError
+from switchboard.errors import CallEnded, CallerGone, SwitchboardError, TenantNotFound, UpstreamError
 from switchboard.logs import bind_call_context, get_logger, mask_phone, start_call_context
 
 log = get_logger("switchboard.call")
@@ -200,21 +200,35 @@ class LiveCall:
             await self._close_peers(settings.close_timeout_s)
             await self._complete_call()
             metrics.live_calls.dec()
-            self._finish_record()
+            duration_s = self._finish_record()
+            if self.core is not None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(settings.http_timeout_s * 3):
+                        await self._charge(duration_s)
             self.finished.set()
 
     # ------------------------------------------------------------------ set-up
     async def _connect_and_run_model(self, tasks: asyncio.TaskGroup) -> None:
         settings = self.deps.settings
         ctx = self.context
-        async with asyncio.timeout(settings.http_timeout_s * 2):
-            self.profile = await self.deps.knowledge.call_profile(
-                bot_profile_key=ctx.bot_profile_key, caller_number=ctx.caller_number,
-                is_sip_call=ctx.is_sip_call, call_sid=ctx.call_sid,
-            )
-            tools: list[dict[str, Any]] = []
-            if self.deps.tools is not None:
-                tools = await self.deps.tools.schemas(self)
+        try:
+            async with asyncio.timeout(settings.http_timeout_s * 2):
+                self.profile = await self.deps.knowledge.call_profile_or_cached(
+                    bot_profile_key=ctx.bot_profile_key, caller_number=ctx.caller_number,
+                    is_sip_call=ctx.is_sip_call, call_sid=ctx.call_sid,
+                )
+                tools: list[dict[str, Any]] = []
+                if self.deps.tools is not None:
+                    tools = await self.deps.tools.schemas(self)
+        except (TimeoutError, UpstreamError, TenantNotFound) as exc:
+            # No profile, not even a cached one: Twilio apologises for us and the call ends.
+            log.error("call.no_profile", error=type(exc).__name__)
+            await self._redirect_with_apology(
+                "Sorry, we can't take your call right now. Please try again in a few minutes. Goodbye.")
+            self._end("ai_server_unavailable")
+            return
+        if self.profile.from_cache:
+            log.warning("call.degraded_profile", reason="ai_server_unavailable")
         if not self.profile.has_credits:
             self._end("no_credits")
             return
@@ -494,6 +508,37 @@ class LiveCall:
                 log.error("transfer.failed", error=type(exc).__name__)
         self._feed(TransferFinished(ok=ok))
 
+    async def _redirect_with_apology(self, sentence: str) -> None:
+        from switchboard.bridge.twiml import apology_twiml
+
+        control = self.deps.call_control
+        if control is None:
+            return
+        try:
+            async with asyncio.timeout(self.deps.settings.http_timeout_s):
+                await control.redirect(self.context.call_sid, apology_twiml(sentence))
+        except (TimeoutError, UpstreamError) as exc:
+            log.error("call.apology_failed", error=type(exc).__name__)
+
+    async def _charge(self, duration_s: float) -> None:
+        """Charge the tenant's minutes once (the AI server is idempotent per call SID); bounded retries."""
+        knowledge = self.deps.knowledge
+        for attempt in range(3):
+            try:
+                charge = await knowledge.charge_call(
+                    bot_profile_key=self.context.bot_profile_key, call_sid=self.context.call_sid,
+                    duration_s=duration_s, timeout_s=self.deps.settings.http_timeout_s,
+                )
+                log.info("call.charged", minutes=charge.get("minutes"), credits_remaining=charge.get("credits_remaining"))
+                return
+            except TenantNotFound:
+                return
+            except UpstreamError as exc:
+                if not exc.retryable or attempt == 2:
+                    log.error("call.charge_failed", error=type(exc).__name__)
+                    return
+                await asyncio.sleep(0.5 * (attempt + 1))
+
     async def _leave_callback_ticket(self, reason: str) -> None:
         recorder = self.deps.recorder
         if recorder is None or not hasattr(recorder, "create_ticket") or not self.context.caller_number:
@@ -593,7 +638,7 @@ class LiveCall:
         except (TimeoutError, UpstreamError) as exc:
             log.warning("call.complete_failed", error=type(exc).__name__)
 
-    def _finish_record(self) -> None:
+    def _finish_record(self) -> float:
         clock = self.deps.clock
         reason = self._end_reason or "ended"
         stats = self.core.stats() if self.core is not None else None
@@ -621,3 +666,4 @@ class LiveCall:
                 usage=usage, turns=self.timeline.turns,
                 summary=self._summary() if reason == "transferred" else None,
             )
+        return duration_s

@@ -53,7 +53,7 @@ class ToolRunner:
 
     async def schemas(self, call: LiveCall) -> list[dict[str, Any]]:
         try:
-            tools = await call.deps.knowledge.available_tools(call.context.bot_profile_key)
+            tools = await call.deps.knowledge.available_tools_or_cached(call.context.bot_profile_key)
         except (UpstreamError, TenantNotFound):
             log.warning("tools.schemas_unavailable")
             return [dict(t) for t in BUILTIN_TOOLS]
