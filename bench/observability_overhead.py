@@ -165,6 +165,14 @@ async def _stop(process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> No
 
 
 async def _one_call(voice_url: str, model: FakeRealtimeServer, index: int, placed: asyncio.Lock) -> bool:
+    """One scripted call; False (not counted as completed) when any step times out."""
+    try:
+        return await _scripted_call(voice_url, model, index, placed)
+    except TimeoutError:
+        return False
+
+
+async def _scripted_call(voice_url: str, model: FakeRealtimeServer, index: int, placed: asyncio.Lock) -> bool:
     async with TwilioCaller(voice_url, auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID) as caller:
         async with placed:  # place calls one at a time so session `index` is this call's
             answer = await caller.place_call(to=TENANT_NUMBER, from_="+15557654321")
