@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from tests.bridge.harness import voice_stack
+
 from switchboard.engine.app import Engine, serve_engine
 from switchboard.simulator.speech import mulaw_silence
-from tests.bridge.harness import voice_stack
 
 TENANT = """
 tenants:

@@ -326,6 +326,7 @@ class LiveCall:
             thinking_interval_s=s.thinking_interval_s,
             tool_timeout_s=s.tool_timeout_s,
             thinking_sound=self.deps.thinking_sound,
+            model_session_max_s=s.model_session_max_s,
             transfer_number=(profile.transfer or {}).get("number") or None,
             # Caller ID: the tenant's number for SIP calls, the original caller's for PSTN (contract §5).
             transfer_caller_id=(

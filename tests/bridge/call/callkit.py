@@ -23,6 +23,7 @@ A = TypeVar("A")
 # Far-away watchdogs unless a test sets them: each test exercises only the timers it names.
 QUIET: dict[str, Any] = {
     "inactivity_prompt_s": 600.0, "inactivity_hangup_s": 600.0, "max_call_s": 7200.0, "wrap_up_s": 0.0,
+    "model_session_max_s": 1e9,
 }
 # With QUIET settings and nothing else pending, the only deadline is the max-duration cap.
 FAR = 7200.0

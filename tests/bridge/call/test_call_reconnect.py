@@ -79,3 +79,17 @@ def test_a_fatal_refusal_hands_over_to_a_human_with_the_apology() -> None:
     assert transfer.number == "+15559990000" and transfer.caller_id == "+15557654321"
     assert "transfer you" in (transfer.apology or "")
     assert call.handle(TransferFinished(ok=True), now=1.5) == [EndCall("transferred")]
+
+
+def test_the_model_session_is_recycled_between_responses_before_the_provider_limit() -> None:
+    call = answered_call(model_session_max_s=3300.0, inactivity_prompt_s=1e6)
+    assert call.next_deadline() == 3300.0
+    call.handle(ModelResponseStarted(response_id="resp_1"), now=3299.0)
+    # A response is running at the limit: wait, then recycle once it is done.
+    assert of_type(call.handle(DeadlineReached(), now=3300.0), ReconnectModel) == []
+    call.handle(ModelResponseDone(response_id="resp_1", status="completed"), now=3300.5)
+    assert call.next_deadline() == 3301.0
+    assert call.handle(DeadlineReached(), now=3301.0) == [ReconnectModel()]
+    actions = call.handle(ModelSessionOpened(), now=3301.2)
+    assert isinstance(actions[0], ConfigureModelSession)
+    assert of_type(actions, RequestModelResponse) == []  # nothing was cut: no resume line

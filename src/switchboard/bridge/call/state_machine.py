@@ -96,6 +96,8 @@ class CallSettings:
     thinking_sound: tuple[str, ...] = ()  # base64 μ-law chunks
     # On a dropped model socket: reconnect and replay (the runner retries; see ModelReconnectFailed).
     reconnect_model: bool = True
+    # The provider ends a session after 60 minutes: recycle it before, between responses.
+    model_session_max_s: float = 3300.0
     # System lines carry a quoted sentence: a real model paraphrases it, the local engine speaks it.
     still_there_prompt: str = 'The caller has been silent for a while. Ask briefly: "Are you still there?"'
     inactivity_goodbye: str = (
@@ -242,6 +244,7 @@ class CallStateMachine:
         self._resume_after_reconnect = False
         self._history: dict[str, tuple[int, dict[str, Any]]] = {}
         self._next_thinking_at: float | None = None
+        self._model_opened_at: float | None = None
 
     # ------------------------------------------------------------------ public surface
     @property
@@ -289,6 +292,8 @@ class CallStateMachine:
             candidates.append(run.started_at + self.settings.tool_timeout_s)
         if self._next_thinking_at is not None and self.settings.thinking_sound:
             candidates.append(self._next_thinking_at)
+        if self._model_opened_at is not None and self._model_open and self._stream_started_at is not None:
+            candidates.append(self._model_opened_at + self.settings.model_session_max_s)
         if self._stream_started_at is not None:
             cap = self._stream_started_at + self.settings.max_call_s
             candidates.append(cap)
@@ -313,6 +318,7 @@ class CallStateMachine:
             case StreamStarted():
                 self._on_stream_started(event, now)
             case ModelSessionOpened():
+                self._model_opened_at = now
                 self._on_model_opened(out)
             case ModelSessionConfigured():
                 pass
@@ -488,6 +494,20 @@ class CallStateMachine:
         self._inflight_request = None
         if self._next_thinking_at is None:
             self._next_thinking_at = now + self.settings.thinking_delay_s
+        out.append(ReconnectModel())
+
+    def _recycle_model_session(self, now: float, out: list[CallAction]) -> None:
+        """Swap in a fresh session between responses; if one is running, try again shortly."""
+        busy = (
+            self._active_response_id is not None or self._inflight_request is not None or bool(self._tools)
+            or self._caller_speaking
+        )
+        if busy:
+            # Re-check in a second: move the session's start so the deadline falls then.
+            self._model_opened_at = now + 1.0 - self.settings.model_session_max_s
+            return
+        self._reconnecting = True
+        self._model_open = False
         out.append(ReconnectModel())
 
     def _on_model_lost(self, out: list[CallAction]) -> None:
@@ -672,6 +692,11 @@ class CallStateMachine:
                     {"ok": False, "error": "timeout", "detail": f"the tool did not answer within {s.tool_timeout_s:g} s"}
                 )
                 self._finish_tool(run, timeout_output, now, out)
+        if (
+            self._model_open and self._model_opened_at is not None
+            and now >= self._model_opened_at + s.model_session_max_s
+        ):
+            self._recycle_model_session(now, out)
         if self._next_thinking_at is not None and now >= self._next_thinking_at:
             if self._tools or self._reconnecting:
                 self._next_thinking_at = now + s.thinking_interval_s
