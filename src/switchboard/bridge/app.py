@@ -30,11 +30,13 @@ from switchboard.bridge.observability import NullObserver, ObserverFactory
 from switchboard.bridge.tools import ToolRunner
 from switchboard.bridge.twiml import apology_twiml, stream_twiml
 from switchboard.bridge.wire.twilio_media import StreamConnected, TwilioProtocolError, parse_twilio_message
+from switchboard.bridge.wiring import realtime_model
 from switchboard.clock import Clock, SystemClock
 from switchboard.config import SettingsError, VoiceSettings
 from switchboard.errors import TenantNotFound, UpstreamError
 from switchboard.http_clients import build_http_client
 from switchboard.logs import get_logger, mask_phone, start_call_context
+from switchboard.pricing import load_price_table
 
 log = get_logger("switchboard.voice")
 
@@ -161,7 +163,10 @@ def create_app(
             settings=settings, clock=clock, knowledge=knowledge, metrics=metrics, recorder=outbox,
             tools=tools if tools is not None else ToolRunner(outbox), call_control=control,
             thinking_sound=_load_thinking_sound(), observer_factory=observer_factory or NullObserver,
+            price_table=load_price_table(), model_name=realtime_model(settings),
         )
+        if outbox is not None and hasattr(outbox, "pending"):
+            metrics.outbox_depth.set_function(lambda: float(outbox.pending))  # type: ignore[union-attr]
         try:
             async with asyncio.TaskGroup() as tasks:
                 registry.tasks = tasks

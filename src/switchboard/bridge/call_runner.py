@@ -111,6 +111,8 @@ class CallDependencies:
     call_control: Any = None  # a TwilioCallControl (adapters/twilio_rest.py) or None
     thinking_sound: tuple[str, ...] = ()
     observer_factory: ObserverFactory = NullObserver
+    price_table: Any = None  # switchboard.pricing.PriceTable
+    model_name: tuple[str, str] = ("openai", "gpt-realtime")  # (vendor, model) as the price table names them
 
 
 @dataclass(slots=True)
@@ -646,8 +648,19 @@ class LiveCall:
         duration_s = (
             clock.now() - self.timings.stream_started_at if self.timings.stream_started_at is not None else 0.0
         )
-        self.deps.metrics.calls_ended.labels(reason=reason).inc()
+        metrics = self.deps.metrics
+        metrics.calls_ended.labels(reason=reason).inc()
         usage = dict(stats.usage) if stats else {}
+        if stats is not None:
+            metrics.caller_frames_dropped.inc(stats.caller_frames_dropped)
+            metrics.model_audio_dropped_seconds.inc(stats.model_audio_dropped_ms / 1000.0)
+        if usage and self.deps.price_table is not None:
+            from switchboard.pricing import realtime_tokens
+
+            vendor, model = self.deps.model_name
+            cost = self.deps.price_table.realtime_cost(vendor, model, realtime_tokens(usage))
+            if cost is not None:
+                metrics.call_cost.labels(tenant=self.context.bot_profile_key).inc(cost.total)
         self.timeline.finish()
         self.deps.metrics.observe_timeline(self.timeline)
         self.observer.call_ended(end_reason=reason, duration_s=duration_s, usage=usage, timeline=self.timeline)

@@ -38,6 +38,15 @@ class VoiceMetrics:
         )
         self.model_reconnects = Counter("switchboard_model_reconnects", "Model sessions re-opened after a drop",
                                         registry=r)
+        self.caller_frames_dropped = Counter(
+            "switchboard_caller_frames_dropped", "Caller frames dropped (held too long while the model was away)",
+            registry=r)
+        self.model_audio_dropped_seconds = Counter(
+            "switchboard_model_audio_dropped_seconds", "Model audio discarded (barge-in or cancelled responses)",
+            registry=r)
+        self.outbox_depth = Gauge("switchboard_outbox_depth", "Records waiting for the App server", registry=r)
+        self.call_cost = Counter("switchboard_call_cost_usd", "Model cost of ended calls, by tenant", ["tenant"],
+                                 registry=r)
         self.draining = Gauge("switchboard_draining", "1 once SIGTERM was received", registry=r)
         self.turn_segment_seconds = Histogram(
             "switchboard_turn_segment_seconds",
