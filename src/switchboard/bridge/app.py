@@ -187,6 +187,11 @@ def create_app(
         finally:
             registry.tasks = None
             await ai_http.aclose()
+            # A tracer behind the observer factory (Opik) flushes what it still holds, bounded.
+            close_tracer = getattr(getattr(observer_factory, "__self__", None), "close", None)
+            if callable(close_tracer):
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(close_tracer, settings.close_timeout_s * 2)
             for resource in owned:
                 with contextlib.suppress(Exception):
                     await resource.aclose()
