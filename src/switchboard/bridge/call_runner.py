@@ -19,6 +19,7 @@ from switchboard.bridge.adapters.knowledge_client import CallProfile, KnowledgeC
 from switchboard.bridge.adapters.realtime_connection import RealtimeConnection
 from switchboard.bridge.adapters.twilio_stream import TwilioStream
 from switchboard.bridge.call.actions import (
+    AppendCallerAudio,
     CallAction,
     ClearCallerPlayback,
     EndCall,
@@ -31,6 +32,7 @@ from switchboard.bridge.call.actions import (
     TransferCall,
 )
 from switchboard.bridge.call.events import (
+    CallerAudio,
     CallerHungUp,
     CallerStartedSpeaking,
     CallerStoppedSpeaking,
@@ -53,6 +55,7 @@ from switchboard.bridge.observability import CallObserver, NullObserver, Observe
 from switchboard.bridge.timeline import TurnTimeline
 from switchboard.bridge.wire.openai_realtime import (
     RealtimeProtocolError,
+    encode_append,
     encode_realtime_action,
     parse_realtime_event,
 )
@@ -345,6 +348,9 @@ class LiveCall:
                 self._count_bad_frame("twilio", exc.kind)
                 continue
             kind = type(event)
+            if kind is CallerAudio:
+                self._feed_caller_audio(event)  # type: ignore[arg-type]
+                continue
             if kind is PlaybackMarked:
                 self.timeline.mark_played(event.name, self.deps.clock.now())  # type: ignore[union-attr]
             elif kind is StreamStarted:
@@ -381,6 +387,24 @@ class LiveCall:
             return
         now = self.deps.clock.now()
         actions = core.handle(event, now)
+        if actions:
+            self._perform(actions, now)
+        self._rearm(core)
+
+    def _feed_caller_audio(self, event: CallerAudio) -> None:
+        """The per-frame path: one core call, one queue put, no timer work (caller audio moves no deadline)."""
+        core = self.core
+        if core is None or self._ended.is_set():
+            return
+        now = self.deps.clock.now()
+        actions = core.handle(event, now)
+        model = self.model
+        if len(actions) == 1 and type(actions[0]) is AppendCallerAudio and model is not None:
+            try:
+                model.send_nowait(encode_append(event.payload))
+            except UpstreamError:
+                self._end("model_stalled")
+            return
         if actions:
             self._perform(actions, now)
         self._rearm(core)

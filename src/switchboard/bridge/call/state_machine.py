@@ -270,6 +270,10 @@ class CallStateMachine:
         """Feed one event; returns the actions to perform in order. After EndCall, returns []."""
         if self._phase is CallPhase.ENDED:
             return []
+        if type(event) is CallerAudio and self._model_open:
+            # The hot path (50 frames a second): caller audio changes no state and no deadline.
+            self._stats.caller_frames += 1
+            return [AppendCallerAudio(event.payload)]
         out: list[CallAction] = []
         self._last_now = now
         self._dispatch(event, now, out)

@@ -153,10 +153,16 @@ def session_update(action: ConfigureModelSession) -> dict[str, Any]:
     return {"type": "session.update", "session": session}
 
 
+def encode_append(payload: str) -> str:
+    """`input_audio_buffer.append` for a Twilio payload. The payload passed the base64 check in
+    `parse_twilio_message`, so it needs no JSON escaping: plain concatenation is the cheapest encoder."""
+    return '{"type":"input_audio_buffer.append","audio":"' + payload + '"}'
+
+
 def encode_realtime_action(action: CallAction) -> str | None:
     """The client event for an action aimed at the model, as JSON text; None if it is not for the model."""
     if isinstance(action, AppendCallerAudio):
-        return orjson.dumps({"type": "input_audio_buffer.append", "audio": action.payload}).decode()
+        return encode_append(action.payload)
     event: dict[str, Any]
     if isinstance(action, RequestModelResponse):
         response: dict[str, Any] = {"metadata": {REQUEST_ID_METADATA_KEY: action.request_id}}
