@@ -68,6 +68,7 @@ class VoiceSettings(_Base):
     max_frame_bytes: int = Field(default=64 * 1024, gt=0, alias="SWITCHBOARD_MAX_FRAME_BYTES")
     outbox_dir: str = Field(default="./var/outbox", alias="SWITCHBOARD_OUTBOX_DIR")
     max_calls: int = Field(default=200, ge=1, alias="SWITCHBOARD_MAX_CALLS")
+    transcription_timeout_s: float = Field(default=20.0, gt=0, alias="SWITCHBOARD_TRANSCRIPTION_TIMEOUT_S")
     model_reconnect_window_s: float = Field(default=5.0, ge=0, alias="SWITCHBOARD_MODEL_RECONNECT_WINDOW_S")
     model_session_max_s: float = Field(default=3300.0, gt=0, alias="SWITCHBOARD_MODEL_SESSION_MAX_S")
 

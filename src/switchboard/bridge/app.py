@@ -159,11 +159,13 @@ def create_app(
                 timeout_s=settings.http_timeout_s,
             )
             owned.append(control)
+        vendor_http = build_http_client(timeout_s=settings.transcription_timeout_s, max_connections=50)
+        owned.append(vendor_http)
         app.state.deps = CallDependencies(
             settings=settings, clock=clock, knowledge=knowledge, metrics=metrics, recorder=outbox,
             tools=tools if tools is not None else ToolRunner(outbox), call_control=control,
             thinking_sound=_load_thinking_sound(), observer_factory=observer_factory or NullObserver,
-            price_table=load_price_table(), model_name=realtime_model(settings),
+            price_table=load_price_table(), model_name=realtime_model(settings), http=vendor_http,
         )
         if outbox is not None and hasattr(outbox, "pending"):
             metrics.outbox_depth.set_function(lambda: float(outbox.pending))  # type: ignore[union-attr]

@@ -23,12 +23,16 @@ from switchboard.bridge.call.actions import (
     CallAction,
     ClearCallerPlayback,
     EndCall,
+    FlushSpeech,
     PlayToCaller,
     ReconnectModel,
     RecordMessage,
     RecordUsage,
     SendPlaybackMark,
+    SpeakText,
     StartToolCall,
+    StopSpeech,
+    TranscribeCallerAudio,
     TransferCall,
 )
 from switchboard.bridge.call.events import (
@@ -36,6 +40,7 @@ from switchboard.bridge.call.events import (
     CallerHungUp,
     CallerStartedSpeaking,
     CallerStoppedSpeaking,
+    CallerTranscribed,
     CallEvent,
     DeadlineReached,
     GoodbyeRequested,
@@ -45,6 +50,9 @@ from switchboard.bridge.call.events import (
     ModelResponseDone,
     ModelResponseStarted,
     PlaybackMarked,
+    SpeechAudio,
+    SpeechFailed,
+    SpeechFinished,
     StreamStarted,
     ToolCallFinished,
     TransferFinished,
@@ -114,6 +122,7 @@ class CallDependencies:
     call_control: Any = None  # a TwilioCallControl (adapters/twilio_rest.py) or None
     thinking_sound: tuple[str, ...] = ()
     observer_factory: ObserverFactory = NullObserver
+    http: Any = None  # a shared httpx.AsyncClient for vendor HTTP APIs (transcription)
     price_table: Any = None  # switchboard.pricing.PriceTable
     model_name: tuple[str, str] = ("openai", "gpt-realtime")  # (vendor, model) as the price table names them
 
@@ -151,6 +160,9 @@ class LiveCall:
         self.timeline = TurnTimeline()
         self.observer: CallObserver = deps.observer_factory()
         self._trace_id: str | None = None
+        self.tts: Any = None  # ElevenLabsConnection while the call speaks through ElevenLabs
+        self._tts_contexts: set[str] = set()
+        self.transcriber: Any = None
         self._response_started_at: dict[str, float] = {}
         self._started_wall: datetime = deps.clock.wall()
         self._transcript: dict[str, tuple[str, str]] = {}
@@ -237,8 +249,14 @@ class LiveCall:
         if not self.profile.has_credits:
             self._end("no_credits")
             return
-        self.core = CallStateMachine(self._call_settings(self.profile, tools), call_sid=ctx.call_sid)
+        self.transcriber = self._build_transcriber(self.profile)
+        use_tts = self._wants_external_tts(self.profile)
+        self.core = CallStateMachine(self._call_settings(self.profile, tools, external_tts=use_tts),
+                                     call_sid=ctx.call_sid)
         self._core_ready.set()
+        if use_tts:
+            # The TTS socket opens beside the model's, before the first response needs it.
+            tasks.create_task(self._open_speech(tasks), name="tts-setup")
         if not await self._open_model(tasks):
             return
         self.timings.model_connected_at = self.deps.clock.now()
@@ -313,10 +331,126 @@ class LiveCall:
         self._feed(start)
         tasks.create_task(self._read_twilio(twilio), name="twilio-reader")
 
-    def _call_settings(self, profile: CallProfile, tools: list[dict[str, Any]]) -> CallSettings:
+    def _wants_external_tts(self, profile: CallProfile) -> bool:
+        voice = profile.voice
+        if voice.get("provider") != "elevenlabs":
+            return False
+        if not self.deps.settings.elevenlabs_api_key or not voice.get("voice_id"):
+            log.warning("tts.unavailable", reason="ELEVENLABS_API_KEY or voice_id missing; using the model's voice")
+            return False
+        return True
+
+    def _build_transcriber(self, profile: CallProfile) -> Any:
+        s = self.deps.settings
+        if self.deps.http is None:
+            return None
+        if profile.transcriber == "cartesia" and s.cartesia_api_key:
+            from switchboard.bridge.adapters.transcribers import CartesiaTranscriber
+
+            return CartesiaTranscriber(s.cartesia_base_url, s.cartesia_api_key, self.deps.http,
+                                       timeout_s=s.transcription_timeout_s)
+        if profile.transcriber == "elevenlabs" and s.elevenlabs_api_key:
+            from switchboard.bridge.adapters.transcribers import ScribeTranscriber
+
+            return ScribeTranscriber(s.elevenlabs_base_url, s.elevenlabs_api_key, self.deps.http,
+                                     timeout_s=s.transcription_timeout_s)
+        if profile.transcriber not in ("none", ""):
+            log.warning("transcriber.unavailable", transcriber=profile.transcriber)
+        return None
+
+    async def _open_speech(self, tasks: asyncio.TaskGroup) -> None:
+        """Open (or reopen) the ElevenLabs socket; on failure the core falls back to the model's voice."""
+        from switchboard.bridge.adapters.elevenlabs_connection import ElevenLabsConnection
+
+        s = self.deps.settings
+        voice = self.profile.voice if self.profile is not None else {}
+        try:
+            connection = await ElevenLabsConnection.open(
+                s.elevenlabs_base_url, s.elevenlabs_api_key or "", str(voice.get("voice_id")),
+                str(voice.get("model") or "eleven_flash_v2_5"), connect_timeout_s=s.realtime_connect_timeout_s,
+            )
+        except UpstreamError as exc:
+            log.warning("tts.failed", error=type(exc).__name__, fallback="model_voice")
+            self._feed(SpeechFailed("connect_failed"))
+            return
+        self.tts = connection
+        self._tts_contexts = set()
+        tasks.create_task(connection.run_writer(), name="tts-writer")
+        tasks.create_task(self._read_speech(connection), name="tts-reader")
+
+    async def _read_speech(self, connection: Any) -> None:
+        from switchboard.bridge.wire.elevenlabs_tts import TtsAudio, TtsContextFinal, TtsError
+
+        async for event in connection.events():
+            if isinstance(event, TtsAudio):
+                alignment = event.alignment
+                self._feed(SpeechAudio(
+                    context_id=event.context_id, payload=event.payload,
+                    chars=alignment.chars if alignment else (), char_start_ms=alignment.start_ms if alignment else (),
+                ))
+            elif isinstance(event, TtsContextFinal):
+                self._feed(SpeechFinished(event.context_id))
+            elif isinstance(event, TtsError):
+                log.warning("tts.failed", error="tts_error_message", fallback="model_voice")
+                self._feed(SpeechFailed("error_message"))
+                self.tts = None
+                return
+        if self.tts is connection and not self._ended.is_set():
+            log.warning("tts.failed", error="socket_closed", fallback="model_voice")
+            self.tts = None
+            self._feed(SpeechFailed("socket_closed"))
+
+    def _perform_speech(self, action: CallAction) -> None:
+        from switchboard.bridge.wire.elevenlabs_tts import (
+            encode_close_context,
+            encode_flush,
+            encode_init_context,
+            encode_text,
+        )
+
+        tts = self.tts
+        if tts is None:
+            return
+        try:
+            if isinstance(action, SpeakText):
+                if action.context_id not in self._tts_contexts:
+                    self._tts_contexts.add(action.context_id)
+                    speed = float(self.profile.voice.get("speed") or 1.0) if self.profile is not None else 1.0
+                    tts.send_nowait(encode_init_context(action.context_id, speed=speed))
+                tts.send_nowait(encode_text(action.context_id, action.text))
+            elif isinstance(action, FlushSpeech):
+                if action.context_id in self._tts_contexts:
+                    tts.send_nowait(encode_flush(action.context_id))
+            elif isinstance(action, StopSpeech) and action.context_id in self._tts_contexts:
+                tts.send_nowait(encode_close_context(action.context_id))
+        except UpstreamError:
+            self.tts = None
+            self._feed(SpeechFailed("send_queue_full"))
+
+    async def _transcribe(self, action: TranscribeCallerAudio) -> None:
+        """Off the critical path: the caller's turn for the record; a failure is recorded, never raised."""
+        import base64
+        import binascii
+
+        text = "[transcription failed]"
+        transcriber = self.transcriber
+        if transcriber is not None:
+            try:
+                mulaw = base64.b64decode(action.audio, validate=True)
+                async with asyncio.timeout(self.deps.settings.transcription_timeout_s + 1.0):
+                    text = (await transcriber.transcribe_mulaw(mulaw)).strip() or "[inaudible]"
+            except (binascii.Error, ValueError, TimeoutError, UpstreamError) as exc:
+                log.warning("transcription.failed", transcriber=getattr(transcriber, "name", "?"),
+                            error=type(exc).__name__)
+        self._feed(CallerTranscribed(item_id=action.item_id, transcript=text))
+
+    def _call_settings(self, profile: CallProfile, tools: list[dict[str, Any]], *,
+                       external_tts: bool = False) -> CallSettings:
         s = self.deps.settings
         voice = profile.voice
         return CallSettings(
+            external_tts=external_tts,
+            transcribe_caller_audio=self.transcriber is not None,
             instructions=profile.instructions,
             greeting=profile.greeting,
             voice=str(voice.get("name") or "marin"),
@@ -433,6 +567,11 @@ class LiveCall:
                     self._record(action)  # type: ignore[arg-type]
                 elif kind is RecordUsage:
                     continue
+                elif kind is SpeakText or kind is FlushSpeech or kind is StopSpeech:
+                    self._perform_speech(action)
+                elif kind is TranscribeCallerAudio:
+                    if self._tasks is not None:
+                        self._tasks.create_task(self._transcribe(action), name="transcription")  # type: ignore[arg-type]
                 elif kind is ReconnectModel:
                     if self._tasks is not None:
                         self._tasks.create_task(self._reconnect(), name="realtime-reconnect")
@@ -645,7 +784,7 @@ class LiveCall:
         raise CallEnded(self._end_reason or "ended")
 
     async def _close_peers(self, timeout_s: float) -> None:
-        for peer in (self.twilio, self.model):
+        for peer in (self.twilio, self.model, self.tts):
             if peer is None:
                 continue
             try:

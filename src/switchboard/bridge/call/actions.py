@@ -68,6 +68,42 @@ class SendToolResult:
     output: str
 
 
+@dataclass(frozen=True, slots=True)
+class RetrieveCallerAudio:
+    """`conversation.item.retrieve` for a committed user item, to transcribe it for the record."""
+
+    item_id: str
+
+
+# --- to the external TTS ------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class SpeakText:
+    """Send text to the TTS context `context_id` (opened on first use); text ends on a word boundary."""
+
+    context_id: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class FlushSpeech:
+    context_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class StopSpeech:
+    """Barge-in: close the TTS context; nothing more of it may reach the caller."""
+
+    context_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TranscribeCallerAudio:
+    """Transcribe a caller turn in the background (off the critical path) for the record."""
+
+    item_id: str
+    audio: str
+
+
 # --- to the caller (Twilio) ---------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class PlayToCaller:
@@ -135,5 +171,6 @@ class EndCall:
 CallAction = (
     ConfigureModelSession | AppendCallerAudio | RequestModelResponse | CancelModelResponse | TruncateModelAudio
     | DeleteModelItem | SendToolResult | AddConversationItem | ReconnectModel | PlayToCaller | SendPlaybackMark | ClearCallerPlayback | StartToolCall
-    | RecordMessage | RecordUsage | TransferCall | EndCall
+    | RecordMessage | RecordUsage | TransferCall | EndCall | RetrieveCallerAudio | SpeakText | FlushSpeech | StopSpeech
+    | TranscribeCallerAudio
 )

@@ -159,6 +159,50 @@ class ModelReconnectFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelTextDelta:
+    """Text of an assistant item (external-TTS mode: the model writes, the TTS speaks)."""
+
+    response_id: str
+    item_id: str
+    delta: str
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechAudio:
+    """A chunk from the external TTS (base64 μ-law, untouched) with its character alignment.
+
+    `chars`/`char_start_ms` are relative to the chunk, as ElevenLabs sends them.
+    """
+
+    context_id: str
+    payload: str
+    chars: tuple[str, ...] = ()
+    char_start_ms: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechFinished:
+    """The external TTS finished a flushed context."""
+
+    context_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechFailed:
+    """The external TTS is gone for this call (socket error, 4xx/5xx, timeout)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallerAudioRetrieved:
+    """`conversation.item.retrieved` for a user item: its audio (base64, session input format)."""
+
+    item_id: str
+    audio: str
+
+
+@dataclass(frozen=True, slots=True)
 class DeadlineReached:
     """The time returned by `next_deadline()` has come."""
 
@@ -168,5 +212,6 @@ CallEvent = (
     | ModelSessionConfigured | ModelResponseStarted | ModelAudio | AssistantTranscriptDone | ModelResponseDone
     | CallerStartedSpeaking | CallerStoppedSpeaking | CallerTurnCommitted | CallerTranscribed
     | ToolCallRequested | ToolCallFinished | ModelErrored | ModelDisconnected | DeadlineReached
-    | TransferFinished | GoodbyeRequested | ModelReconnectFailed
+    | TransferFinished | GoodbyeRequested | ModelReconnectFailed | ModelTextDelta | SpeechAudio | SpeechFinished
+    | SpeechFailed | CallerAudioRetrieved
 )

@@ -22,20 +22,26 @@ from switchboard.bridge.call.actions import (
     ConfigureModelSession,
     DeleteModelItem,
     EndCall,
+    FlushSpeech,
     PlayToCaller,
     ReconnectModel,
     RecordMessage,
     RecordUsage,
     RequestModelResponse,
+    RetrieveCallerAudio,
     SendPlaybackMark,
     SendToolResult,
+    SpeakText,
     StartToolCall,
+    StopSpeech,
+    TranscribeCallerAudio,
     TransferCall,
     TruncateModelAudio,
 )
 from switchboard.bridge.call.events import (
     AssistantTranscriptDone,
     CallerAudio,
+    CallerAudioRetrieved,
     CallerHungUp,
     CallerPressedKey,
     CallerStartedSpeaking,
@@ -53,7 +59,11 @@ from switchboard.bridge.call.events import (
     ModelResponseStarted,
     ModelSessionConfigured,
     ModelSessionOpened,
+    ModelTextDelta,
     PlaybackMarked,
+    SpeechAudio,
+    SpeechFailed,
+    SpeechFinished,
     StreamStarted,
     ToolCallFinished,
     ToolCallRequested,
@@ -82,6 +92,10 @@ class CallSettings:
     tools: tuple[dict[str, Any], ...] = ()
     output_modalities: tuple[str, ...] = ("audio",)
     transcription_model: str | None = None
+    # The model writes text and an external TTS (ElevenLabs) speaks it; False speaks with the model's voice.
+    external_tts: bool = False
+    # Transcribe each caller turn for the record from the model's copy of its audio (cartesia/elevenlabs).
+    transcribe_caller_audio: bool = False
     # Twilio's unplayed buffer is kept at most this far ahead of real time, so a `clear` discards little.
     playback_lead_ms: float = 300.0
     # Caller audio held while the model session is not up yet (never dropped below this bound).
@@ -165,6 +179,21 @@ class _AssistantItem:
 
 
 @dataclass(slots=True)
+class _SpeechContext:
+    """One response spoken by the external TTS (context id = response id)."""
+
+    context_id: str
+    item_id: str
+    pending_text: str = ""  # text not yet sent (waiting for a word boundary)
+    text_sent: str = ""
+    flushed: bool = False
+    finished: bool = False
+    audio_ms: float = 0.0
+    # (absolute start ms, char) of every character spoken so far, from the TTS alignment
+    spoken: list[tuple[float, str]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class _PendingExit:
     """The call will end (or be transferred) once a last line has been heard.
 
@@ -214,6 +243,8 @@ class CallStateMachine:
         self._request_counter = 0
         self._cancelled_responses: set[str] = set()
         self._responses_with_audio: set[str] = set()
+        self._responses_with_speech: set[str] = set()
+        self._unspoken_responses: dict[str, str] = {}
 
         # Playback pacing toward Twilio.
         self._queue: deque[_QueuedAudio] = deque()
@@ -246,6 +277,11 @@ class CallStateMachine:
         self._next_thinking_at: float | None = None
         self._model_opened_at: float | None = None
 
+        # External TTS (ElevenLabs mode) and transcription for the record.
+        self._tts_mode = settings.external_tts
+        self._speech: dict[str, _SpeechContext] = {}
+        self._unspoken_after_failure: list[str] = []
+
     # ------------------------------------------------------------------ public surface
     @property
     def phase(self) -> CallPhase:
@@ -261,7 +297,10 @@ class CallStateMachine:
 
     @property
     def has_unplayed_audio(self) -> bool:
-        return bool(self._queue) or self._ledger.has_unplayed_audio
+        return (
+            bool(self._queue) or self._ledger.has_unplayed_audio
+            or any(not ctx.finished for ctx in self._speech.values())
+        )
 
     def stats(self) -> CallStats:
         return self._stats
@@ -338,6 +377,8 @@ class CallStateMachine:
                 self._caller_speaking = False
             case CallerTurnCommitted(item_id=item_id):
                 self._user_seq.setdefault(item_id, self._next_seq())
+                if self.settings.transcribe_caller_audio:
+                    out.append(RetrieveCallerAudio(item_id))
             case CallerTranscribed(item_id=item_id, transcript=text):
                 seq = self._user_seq.setdefault(item_id, self._next_seq())
                 if text.strip():
@@ -364,6 +405,17 @@ class CallStateMachine:
                 self._on_transfer_finished(event, out)
             case GoodbyeRequested(reason=reason):
                 self._on_goodbye_requested(reason)
+            case ModelTextDelta():
+                self._on_text_delta(event, out)
+            case SpeechAudio():
+                self._on_speech_audio(event)
+            case SpeechFinished():
+                self._on_speech_finished(event)
+            case SpeechFailed():
+                self._on_speech_failed(event, out)
+            case CallerAudioRetrieved(item_id=item_id, audio=audio):
+                if self.settings.transcribe_caller_audio and audio:
+                    out.append(TranscribeCallerAudio(item_id=item_id, audio=audio))
 
     # ------------------------------------------------------------------ caller side
     def _on_caller_audio(self, payload: str, out: list[CallAction]) -> None:
@@ -426,6 +478,12 @@ class CallStateMachine:
         if self._active_response_id is not None:
             out.append(CancelModelResponse(self._active_response_id))
             self._cancelled_responses.add(self._active_response_id)
+        for ctx in self._speech.values():
+            if not ctx.finished:
+                # The external TTS stops in the same tick; nothing more of this answer may play.
+                ctx.finished = True
+                self._cancelled_responses.add(ctx.context_id)
+                out.append(StopSpeech(ctx.context_id))
         for item in list(self._playing_items.values()):
             sent_ms = self._ledger.sent_ms(item.item_id)
             heard_ms = min(self._ledger.heard_ms(item.item_id), sent_ms)
@@ -438,6 +496,19 @@ class CallStateMachine:
             item.interrupted = True
             item.heard_ms = heard_ms
             item.sent_ms = sent_ms
+            heard_text = self._heard_text(item)
+            if heard_text is not None:
+                # A text item spoken by the TTS: replace it with what the caller heard (delete + create).
+                item.transcript = heard_text
+                out.append(DeleteModelItem(item_id=item.item_id))
+                if heard_text:
+                    out.append(AddConversationItem({
+                        "type": "message", "role": "assistant",
+                        "content": [{"type": "output_text", "text": heard_text}]}))
+                self._record_heard(item, heard_text, out)
+                self._playing_items.pop(item.item_id)
+                self._interrupted_items[item.item_id] = item
+                continue
             if heard_ms >= 1:
                 out.append(TruncateModelAudio(item_id=item.item_id, audio_end_ms=int(heard_ms)))
             else:
@@ -452,12 +523,7 @@ class CallStateMachine:
             return
         self._model_open = True
         s = self.settings
-        out.append(
-            ConfigureModelSession(
-                instructions=s.instructions, voice=s.voice, speed=s.speed, tools=s.tools,
-                output_modalities=s.output_modalities, transcription_model=s.transcription_model,
-            )
-        )
+        out.append(self._session_config())
         if self._reconnecting:
             # A new session after a drop: replay the conversation so far, then carry on.
             self._reconnecting = False
@@ -533,6 +599,89 @@ class CallStateMachine:
         """Keep a conversation item to replay into a new model session after a drop."""
         self._history[key] = (seq, item)
 
+    def _session_config(self) -> ConfigureModelSession:
+        s = self.settings
+        return ConfigureModelSession(
+            instructions=s.instructions, voice=s.voice, speed=s.speed, tools=s.tools,
+            output_modalities=("text",) if self._tts_mode else s.output_modalities,
+            transcription_model=s.transcription_model,
+        )
+
+    # ------------------------------------------------------------------ external TTS
+    def _on_text_delta(self, event: ModelTextDelta, out: list[CallAction]) -> None:
+        if not self._tts_mode or event.response_id in self._cancelled_responses:
+            if not self._tts_mode and event.response_id in self._unspoken_responses:
+                self._unspoken_responses[event.response_id] += event.delta
+            return
+        ctx = self._speech.get(event.response_id)
+        if ctx is None:
+            ctx = _SpeechContext(context_id=event.response_id, item_id=event.item_id)
+            self._speech[event.response_id] = ctx
+            if event.item_id not in self._playing_items:
+                self._playing_items[event.item_id] = _AssistantItem(
+                    item_id=event.item_id, response_id=event.response_id, seq=self._next_seq())
+        self._responses_with_speech.add(event.response_id)
+        ctx.pending_text += event.delta
+        cut = ctx.pending_text.rfind(" ")
+        if cut >= 0:
+            text, ctx.pending_text = ctx.pending_text[: cut + 1], ctx.pending_text[cut + 1:]
+            if text.strip():
+                ctx.text_sent += text
+                out.append(SpeakText(ctx.context_id, text))
+
+    def _flush_speech(self, response_id: str, out: list[CallAction]) -> None:
+        ctx = self._speech.get(response_id)
+        if ctx is None or ctx.flushed or response_id in self._cancelled_responses:
+            return
+        if ctx.pending_text.strip():
+            text = ctx.pending_text.rstrip() + " "
+            ctx.text_sent += text
+            out.append(SpeakText(ctx.context_id, text))
+        ctx.pending_text = ""
+        ctx.flushed = True
+        out.append(FlushSpeech(ctx.context_id))
+
+    def _on_speech_audio(self, event: SpeechAudio) -> None:
+        ctx = self._speech.get(event.context_id)
+        duration_ms = mulaw_ms_of_base64(event.payload)
+        if ctx is None or event.context_id in self._cancelled_responses or ctx.finished:
+            self._stats.model_audio_dropped_ms += duration_ms
+            return
+        for char, start_ms in zip(event.chars, event.char_start_ms, strict=False):
+            ctx.spoken.append((ctx.audio_ms + start_ms, char))
+        ctx.audio_ms += duration_ms
+        self._stats.model_audio_ms += duration_ms
+        self._responses_with_audio.add(event.context_id)
+        self._queue.append(_QueuedAudio(event.context_id, ctx.item_id, event.payload, duration_ms))
+
+    def _on_speech_finished(self, event: SpeechFinished) -> None:
+        ctx = self._speech.get(event.context_id)
+        if ctx is not None:
+            ctx.finished = True
+
+    def _on_speech_failed(self, event: SpeechFailed, out: list[CallAction]) -> None:
+        """Fall back to the model's own voice for the rest of the call; say what was not heard."""
+        if not self._tts_mode:
+            return
+        self._tts_mode = False
+        out.append(self._session_config())
+        for ctx in self._speech.values():
+            if ctx.finished:
+                continue
+            ctx.finished = True
+            unspoken = (ctx.text_sent + ctx.pending_text)[len(ctx.spoken):].strip()
+            if ctx.context_id == self._active_response_id:
+                # Still being written: collect the rest, and say it once the response is done.
+                self._unspoken_responses[ctx.context_id] = unspoken + " "
+            elif unspoken:
+                self._queue_request(_say_exactly(unspoken), front=True)
+
+    def _heard_text(self, item: _AssistantItem) -> str | None:
+        ctx = self._speech.get(item.response_id)
+        if ctx is None:
+            return None
+        return "".join(char for start_ms, char in ctx.spoken if start_ms < item.heard_ms).strip()
+
     def _on_response_started(self, event: ModelResponseStarted) -> None:
         self._active_response_id = event.response_id
         if self._inflight_request is not None and (
@@ -554,8 +703,11 @@ class CallStateMachine:
         self._queue.append(_QueuedAudio(event.response_id, event.item_id, event.payload, duration_ms))
 
     def _on_transcript_done(self, event: AssistantTranscriptDone, out: list[CallAction]) -> None:
+        self._flush_speech(event.response_id, out)
         interrupted = self._interrupted_items.get(event.item_id)
         if interrupted is not None:
+            if self._heard_text(interrupted) is not None:
+                return  # spoken by the TTS: the heard text was recorded at the barge-in
             # The transcript of an interrupted item: record only what the caller heard.
             interrupted.transcript = event.transcript
             self._record_assistant(interrupted, out)
@@ -569,6 +721,10 @@ class CallStateMachine:
         self._record_assistant(item, out, final=False)
 
     def _on_response_done(self, event: ModelResponseDone, out: list[CallAction]) -> None:
+        self._flush_speech(event.response_id, out)
+        unspoken = self._unspoken_responses.pop(event.response_id, "").strip()
+        if unspoken:
+            self._queue_request(_say_exactly(unspoken), front=True)
         if event.usage:
             out.append(RecordUsage(event.usage))
             _add_usage(self._stats.usage, event.usage)
@@ -576,7 +732,7 @@ class CallStateMachine:
             self._active_response_id = None
         exit_ = self._exit
         if exit_ is not None and exit_.stage == "wait_response" and exit_.holding_response == event.response_id:
-            if event.response_id in self._responses_with_audio:
+            if event.response_id in self._responses_with_audio or event.response_id in self._responses_with_speech:
                 exit_.stage = "after_playback"  # the model already said its last line
             else:
                 line = self.settings.end_call_goodbye if exit_.kind == "end_call" else self.settings.transfer_line
@@ -822,6 +978,13 @@ class CallStateMachine:
     def _is_ended(self) -> bool:
         return self._phase is CallPhase.ENDED
 
+    def _record_heard(self, item: _AssistantItem, text: str, out: list[CallAction]) -> None:
+        out.append(RecordMessage(seq=item.seq, role="assistant", text=text, message_id=f"assistant:{item.item_id}"))
+        item.recorded = True
+        if text:
+            self._remember(item.seq, f"assistant:{item.item_id}", {
+                "type": "message", "role": "assistant", "content": [{"type": "output_text", "text": text}]})
+
     def _next_seq(self) -> int:
         self._seq += 1
         return self._seq
@@ -840,6 +1003,10 @@ class CallStateMachine:
         self._end_reason = reason
         self._phase = CallPhase.ENDED
         out.append(EndCall(reason))
+
+
+def _say_exactly(text: str) -> str:
+    return f'Say exactly this to the caller, and nothing else: "{text}"'
 
 
 def cut_transcript(text: str, heard_ms: float, sent_ms: float) -> str:

@@ -19,11 +19,13 @@ from switchboard.bridge.call.actions import (
     ConfigureModelSession,
     DeleteModelItem,
     RequestModelResponse,
+    RetrieveCallerAudio,
     SendToolResult,
     TruncateModelAudio,
 )
 from switchboard.bridge.call.events import (
     AssistantTranscriptDone,
+    CallerAudioRetrieved,
     CallerStartedSpeaking,
     CallerStoppedSpeaking,
     CallerTranscribed,
@@ -35,6 +37,7 @@ from switchboard.bridge.call.events import (
     ModelResponseStarted,
     ModelSessionConfigured,
     ModelSessionOpened,
+    ModelTextDelta,
     ToolCallRequested,
 )
 
@@ -97,6 +100,16 @@ def parse_realtime_event(message: str | bytes) -> CallEvent | None:
             return AssistantTranscriptDone(
                 response_id=data["response_id"], item_id=data["item_id"], transcript=_str(data.get("transcript") or "")
             )
+        if kind == "response.output_text.delta":
+            return ModelTextDelta(response_id=_str(data["response_id"]), item_id=_str(data["item_id"]),
+                                  delta=_str(data.get("delta") or ""))
+        if kind == "conversation.item.retrieved":
+            item = data["item"]
+            audio = ""
+            for part in item.get("content") or []:
+                if isinstance(part, dict) and part.get("type") == "input_audio" and part.get("audio"):
+                    audio = _str(part["audio"])
+            return CallerAudioRetrieved(item_id=_str(item["id"]), audio=audio)
         if kind == "response.output_text.done":
             return AssistantTranscriptDone(
                 response_id=data["response_id"], item_id=data["item_id"], transcript=_str(data.get("text") or "")
@@ -185,6 +198,8 @@ def encode_realtime_action(action: CallAction) -> str | None:
             "type": "conversation.item.create",
             "item": {"type": "function_call_output", "call_id": action.call_id, "output": action.output},
         }
+    elif isinstance(action, RetrieveCallerAudio):
+        event = {"type": "conversation.item.retrieve", "item_id": action.item_id}
     elif isinstance(action, AddConversationItem):
         event = {"type": "conversation.item.create", "item": action.item}
     elif isinstance(action, ConfigureModelSession):
