@@ -174,8 +174,8 @@ def parse_tts_message(raw: str | bytes) -> TtsEvent | None:
     if not isinstance(data, dict):
         raise TtsProtocolError("not_an_object")
     if "error" in data or "message" in data:
-        message, error = data.get("message"), data.get("error")
-        return TtsError(str(message if message is not None else error))
+        message = data.get("message") or data.get("error") or "unknown error"
+        return TtsError(str(message))
     audio = data.get("audio")
     if data.get("isFinal") is True and not audio:
         return TtsContextFinal(_context_id(data))
