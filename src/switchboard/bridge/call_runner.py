@@ -379,22 +379,39 @@ class LiveCall:
         tasks.create_task(self._read_speech(connection), name="tts-reader")
 
     async def _read_speech(self, connection: Any) -> None:
-        from switchboard.bridge.wire.elevenlabs_tts import TtsAudio, TtsContextFinal, TtsError
+        from switchboard.bridge.wire.elevenlabs_tts import (
+            TtsAudio,
+            TtsContextFinal,
+            TtsError,
+            encode_close_context,
+        )
 
-        async for event in connection.events():
-            if isinstance(event, TtsAudio):
-                alignment = event.alignment
-                self._feed(SpeechAudio(
-                    context_id=event.context_id, payload=event.payload,
-                    chars=alignment.chars if alignment else (), char_start_ms=alignment.start_ms if alignment else (),
-                ))
-            elif isinstance(event, TtsContextFinal):
-                self._feed(SpeechFinished(event.context_id))
-            elif isinstance(event, TtsError):
-                log.warning("tts.failed", error="tts_error_message", fallback="model_voice")
-                self._feed(SpeechFailed("error_message"))
-                self.tts = None
-                return
+        try:
+            async for event in connection.events():
+                if isinstance(event, TtsAudio):
+                    alignment = event.alignment
+                    self._feed(SpeechAudio(
+                        context_id=event.context_id, payload=event.payload,
+                        chars=alignment.chars if alignment else (),
+                        char_start_ms=alignment.start_ms if alignment else (),
+                    ))
+                elif isinstance(event, TtsContextFinal):
+                    self._feed(SpeechFinished(event.context_id))
+                    # ElevenLabs allows 5 open contexts per socket: close each one once it is done.
+                    if event.context_id in self._tts_contexts:
+                        self._tts_contexts.discard(event.context_id)
+                        with contextlib.suppress(UpstreamError):
+                            connection.send_nowait(encode_close_context(event.context_id))
+                elif isinstance(event, TtsError):
+                    log.warning("tts.failed", error="tts_error_message", fallback="model_voice")
+                    self.tts = None
+                    self._feed(SpeechFailed("error_message"))
+                    return
+        except UpstreamError as exc:
+            log.warning("tts.failed", error=type(exc).__name__, fallback="model_voice")
+            self.tts = None
+            self._feed(SpeechFailed("protocol_error"))
+            return
         if self.tts is connection and not self._ended.is_set():
             log.warning("tts.failed", error="socket_closed", fallback="model_voice")
             self.tts = None

@@ -77,6 +77,9 @@ BENIGN_MODEL_ERRORS = frozenset({"response_cancel_not_active", "conversation_alr
 # Errors after which the session is useless.
 FATAL_MODEL_ERRORS = frozenset({"session_expired", "invalid_api_key", "insufficient_quota", "beta_api_shape_disabled"})
 
+# How far behind our clock estimate of playback we assume the caller is (network + Twilio's buffer).
+PLAYBACK_MARGIN_MS = 150.0
+
 END_CALL_TOOL = "end_call"
 TRANSFER_TOOL = "transfer_to_human"
 
@@ -176,6 +179,7 @@ class _AssistantItem:
     interrupted: bool = False
     heard_ms: float = 0.0
     sent_ms: float = 0.0
+    global_start_ms: float = -1.0  # where its first audio sits in everything sent to the caller
 
 
 @dataclass(slots=True)
@@ -248,6 +252,7 @@ class CallStateMachine:
 
         # Playback pacing toward Twilio.
         self._queue: deque[_QueuedAudio] = deque()
+        self._global_sent_ms = 0.0
         self._play_end_estimate = 0.0
         self._playing_items: dict[str, _AssistantItem] = {}
         self._interrupted_items: dict[str, _AssistantItem] = {}
@@ -372,7 +377,7 @@ class CallStateMachine:
             case AssistantTranscriptDone():
                 self._on_transcript_done(event, out)
             case CallerStartedSpeaking():
-                self._on_caller_started_speaking(out)
+                self._on_caller_started_speaking(now, out)
             case CallerStoppedSpeaking():
                 self._caller_speaking = False
             case CallerTurnCommitted(item_id=item_id):
@@ -458,7 +463,7 @@ class CallStateMachine:
             ):
                 self._playing_items.pop(item.item_id)
 
-    def _on_caller_started_speaking(self, out: list[CallAction]) -> None:
+    def _on_caller_started_speaking(self, now: float, out: list[CallAction]) -> None:
         self._caller_speaking = True
         # The caller is there and has something to say: no inactivity and no pending hang-up.
         self._inactivity_stage = 0
@@ -466,6 +471,9 @@ class CallStateMachine:
             self._exit = None
         # Barge-in: all in this tick. Twilio first (what the caller hears), then the model.
         interrupted = bool(self._queue) or self._ledger.has_unplayed_audio or self._active_response_id is not None
+        # Where playback is now, by the clock: marks only tell us a chunk has ended, and a TTS chunk can be
+        # seconds long. Kept a margin behind (network and Twilio's buffer), never ahead of what was sent.
+        played_ms = self._global_sent_ms - max(0.0, (self._play_end_estimate - now) * 1000.0) - PLAYBACK_MARGIN_MS
         out.append(ClearCallerPlayback())
         self._ledger.record_cleared()
         queued_items = {queued.item_id for queued in self._queue}
@@ -486,7 +494,8 @@ class CallStateMachine:
                 out.append(StopSpeech(ctx.context_id))
         for item in list(self._playing_items.values()):
             sent_ms = self._ledger.sent_ms(item.item_id)
-            heard_ms = min(self._ledger.heard_ms(item.item_id), sent_ms)
+            estimated_ms = min(played_ms - item.global_start_ms, sent_ms) if item.global_start_ms >= 0 else 0.0
+            heard_ms = min(max(self._ledger.heard_ms(item.item_id), estimated_ms, 0.0), sent_ms)
             if (
                 heard_ms >= sent_ms
                 and item.item_id not in queued_items
@@ -884,6 +893,11 @@ class CallStateMachine:
         while self._queue and self._play_end_estimate - lead_s <= now:
             chunk = self._queue.popleft()
             self._play_end_estimate = max(self._play_end_estimate, now) + chunk.duration_ms / 1000.0
+            if chunk.item_id is not None:
+                item = self._playing_items.get(chunk.item_id)
+                if item is not None and item.global_start_ms < 0:
+                    item.global_start_ms = self._global_sent_ms
+            self._global_sent_ms += chunk.duration_ms
             mark = self._ledger.record_sent(chunk.item_id, chunk.duration_ms)
             out.append(PlayToCaller(chunk.payload))
             out.append(SendPlaybackMark(name=mark.name, item_id=mark.item_id, audio_end_ms=mark.audio_end_ms))
