@@ -177,3 +177,22 @@ async def test_a_failing_transcriber_records_the_turn_as_failed(tmp_path: Path) 
         users = [m["text"] for m in conversation["messages"] if m["role"] == "user"]
         assert users == ["[transcription failed]"]
         await caller.hang_up()
+
+
+async def test_transcriber_openai_uses_the_sessions_own_input_transcription(tmp_path: Path) -> None:
+    tenant = TENANT_YAML.replace("    transcriber: none\n", "    transcriber: openai\n", 1)
+    async with voice_stack(tmp_path, tenant_yaml=tenant) as stack, stack.caller() as caller:
+        session = await _answered(stack, caller)
+        update = await session.wait_for_event("session.update", timeout_s=5)
+        assert update["session"]["audio"]["input"]["transcription"] == {"model": "gpt-4o-mini-transcribe"}
+        await session.speech_started()
+        await session.speech_stopped(transcript="where is my order")
+        conversation = await stack.conversation(caller.call_sid)
+        for _ in range(100):
+            if any(m["role"] == "user" for m in conversation["messages"]):
+                break
+            await asyncio.sleep(0.05)
+            conversation = await stack.conversation(caller.call_sid)
+        assert [m["text"] for m in conversation["messages"] if m["role"] == "user"] == ["where is my order"]
+        assert session.events_of("conversation.item.retrieve") == []
+        await caller.hang_up()

@@ -354,7 +354,7 @@ class LiveCall:
 
             return ScribeTranscriber(s.elevenlabs_base_url, s.elevenlabs_api_key, self.deps.http,
                                      timeout_s=s.transcription_timeout_s)
-        if profile.transcriber not in ("none", ""):
+        if profile.transcriber not in ("none", "openai", ""):
             log.warning("transcriber.unavailable", transcriber=profile.transcriber)
         return None
 
@@ -468,6 +468,8 @@ class LiveCall:
         return CallSettings(
             external_tts=external_tts,
             transcribe_caller_audio=self.transcriber is not None,
+            # `transcriber: openai` asks the Realtime session for its own input transcription.
+            transcription_model="gpt-4o-mini-transcribe" if profile.transcriber == "openai" else None,
             instructions=profile.instructions,
             greeting=profile.greeting,
             voice=str(voice.get("name") or "marin"),

@@ -147,7 +147,8 @@ class TenantSpec(_Strict):
     voice: Annotated[OpenAIVoice | ElevenLabsVoice, Field(discriminator="provider")] = OpenAIVoice(
         provider="openai", name="marin"
     )
-    transcriber: Literal["none", "cartesia", "elevenlabs"] = "none"
+    # `openai`: the Realtime session's own input transcription (contract §4 names none|cartesia|elevenlabs).
+    transcriber: Literal["none", "cartesia", "elevenlabs", "openai"] = "none"
     business_hours: dict[str, Any] | None = None
     transfer: Transfer | None = None
     credits: int = Field(ge=0)
