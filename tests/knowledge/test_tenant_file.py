@@ -58,7 +58,7 @@ def test_the_contract_example_parses_with_all_fields() -> None:
         ("    voice: {provider: openai, name: marin, colour: red}\n", "tenant 'acme-support': unknown key 'voice.colour'"),
         ("    voice: {provider: acme}\n", "tenant 'acme-support': voice: provider must be openai or elevenlabs"),
         ("    voice: {provider: elevenlabs, voice_id: v1}\n", "tenant 'acme-support': missing key 'voice.model'"),
-        ("    transcriber: whisper\n", "tenant 'acme-support': transcriber: Input should be 'none', 'cartesia' or 'elevenlabs'"),
+        ("    transcriber: whisper\n", "tenant 'acme-support': transcriber: Input should be 'none', 'cartesia', 'elevenlabs' or 'openai'"),
         ('    transfer: {number: "+15559990000", caller_id: "0800"}\n',
          "tenant 'acme-support': transfer.caller_id: '0800' is not an E.164 number"),
         ("    knowledge: [{text: hello}]\n", "tenant 'acme-support': knowledge.0: an inline text needs a title"),
