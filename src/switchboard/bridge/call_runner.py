@@ -434,7 +434,8 @@ class LiveCall:
                     self._tts_contexts.add(action.context_id)
                     speed = float(self.profile.voice.get("speed") or 1.0) if self.profile is not None else 1.0
                     tts.send_nowait(encode_init_context(action.context_id, speed=speed))
-                tts.send_nowait(encode_text(action.context_id, action.text))
+                if action.text.strip():
+                    tts.send_nowait(encode_text(action.context_id, action.text))
             elif isinstance(action, FlushSpeech):
                 if action.context_id in self._tts_contexts:
                     tts.send_nowait(encode_flush(action.context_id))

@@ -54,8 +54,9 @@ def test_the_session_asks_for_text_and_deltas_go_to_the_tts_on_word_boundaries()
     [config] = of_type(call.handle(ModelSessionOpened(), now=0.0), ConfigureModelSession)
     assert config.output_modalities == ("text",)
     call.handle(ModelResponseStarted(response_id="resp_1"), now=1.0)
+    # The context opens with the first delta; text follows on word boundaries.
     assert of_type(call.handle(ModelTextDelta("resp_1", "item_1", "Your or"), now=1.01), SpeakText) == [
-        SpeakText("resp_1", "Your ")]
+        SpeakText("resp_1", ""), SpeakText("resp_1", "Your ")]
     assert of_type(call.handle(ModelTextDelta("resp_1", "item_1", "der shipped"), now=1.02), SpeakText) == [
         SpeakText("resp_1", "order ")]
     done = call.handle(AssistantTranscriptDone("resp_1", "item_1", "Your order shipped"), now=1.03)

@@ -78,7 +78,9 @@ class RetrieveCallerAudio:
 # --- to the external TTS ------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class SpeakText:
-    """Send text to the TTS context `context_id` (opened on first use); text ends on a word boundary."""
+    """Send text to the TTS context `context_id` (opened on first use; empty text only opens it).
+
+    Non-empty text ends on a word boundary."""
 
     context_id: str
     text: str

@@ -626,6 +626,8 @@ class CallStateMachine:
         if ctx is None:
             ctx = _SpeechContext(context_id=event.response_id, item_id=event.item_id)
             self._speech[event.response_id] = ctx
+            # Open the TTS context at once (empty text): its set-up overlaps the first word being written.
+            out.append(SpeakText(ctx.context_id, ""))
             if event.item_id not in self._playing_items:
                 self._playing_items[event.item_id] = _AssistantItem(
                     item_id=event.item_id, response_id=event.response_id, seq=self._next_seq())
