@@ -40,6 +40,12 @@ def _encode_sample(sample: int) -> int:
 _DECODE = [_decode_byte(u) for u in range(256)]
 _ENCODE = bytes(_encode_sample(s) for s in range(-32768, 32768))
 
+# The codec as tables, for vectorised users (numpy in the engine, the simulator): one source of truth.
+DECODE_TABLE: tuple[int, ...] = tuple(_DECODE)
+"""μ-law byte -> PCM16 sample."""
+ENCODE_TABLE: bytes = _ENCODE
+"""PCM16 sample + 32768 -> μ-law byte."""
+
 MULAW_SILENCE = 0xFF
 
 

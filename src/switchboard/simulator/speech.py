@@ -17,46 +17,23 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from switchboard.audio import g711
+
 SAMPLE_RATE_HZ = 8_000
 MULAW_BYTES_PER_MS = 8
 MULAW_SILENCE = 0xFF
 FRAME_MS = 20
 FRAME_BYTES = FRAME_MS * MULAW_BYTES_PER_MS
 
-_BIAS = 0x84
-_CLIP = 32_635
-
-
-def _encode_sample(sample: int) -> int:
-    sign = 0x80 if sample < 0 else 0
-    magnitude = min(-sample if sign else sample, _CLIP) + _BIAS
-    exponent = max(0, magnitude.bit_length() - 8)
-    mantissa = (magnitude >> (exponent + 3)) & 0x0F
-    return ~(sign | (exponent << 4) | mantissa) & 0xFF
-
-
-def _decode_byte(mulaw_byte: int) -> int:
-    inverted = ~mulaw_byte & 0xFF
-    exponent = (inverted >> 4) & 0x07
-    magnitude = (((inverted & 0x0F) << 3) + _BIAS) << exponent
-    magnitude -= _BIAS
-    return -magnitude if inverted & 0x80 else magnitude
-
-
-# 14-bit resolution is all G.711 keeps, so a 16 384-entry table covers every int16 input.
-_ENCODE_TABLE = bytes(_encode_sample(index * 4 - 32_768) for index in range(16_384))
-_DECODE_TABLE = array("h", (_decode_byte(value) for value in range(256)))
-
-
 def pcm16_to_mulaw(samples: Iterable[int]) -> bytes:
-    """Encode signed 16-bit samples (clipped to int16) as G.711 mu-law bytes."""
-    table = _ENCODE_TABLE
-    return bytes(table[(max(-32_768, min(32_767, int(s))) + 32_768) >> 2] for s in samples)
+    """Encode signed 16-bit samples (clipped to int16) as G.711 mu-law bytes (switchboard.audio.g711's table)."""
+    table = g711.ENCODE_TABLE
+    return bytes(table[max(-32_768, min(32_767, int(s))) + 32_768] for s in samples)
 
 
 def mulaw_to_pcm16(mulaw: bytes) -> array[int]:
     """Decode G.711 mu-law bytes to signed 16-bit samples (an `array('h')`, native byte order)."""
-    table = _DECODE_TABLE
+    table = g711.DECODE_TABLE
     return array("h", (table[b] for b in mulaw))
 
 
