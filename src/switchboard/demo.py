@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 from fastapi import FastAPI
 
+from switchboard.fakes.loopback import LoopbackServer
 from switchboard.fakes.twilio_rest import FakeTwilioRest
 from switchboard.local_stack import LocalStack
 from switchboard.simulator.speech import mulaw_silence, neural_voice_available, speak_mulaw
@@ -66,22 +66,6 @@ def _order_tool_app() -> FastAPI:
                 "summary": f"Order {number} shipped yesterday and arrives on Friday."}
 
     return app
-
-
-@contextlib.asynccontextmanager
-async def _serve(app: Any, port: int) -> Any:
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on")
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    task = asyncio.get_running_loop().create_task(server.serve(), name="demo-order-tool")
-    try:
-        async with asyncio.timeout(10):
-            while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
-                await asyncio.sleep(0.02)
-        yield
-    finally:
-        server.should_exit = True
-        await task
 
 
 def _write_tenant_file(order_tool_url: str) -> Path:
@@ -133,7 +117,7 @@ async def _run_demo(ports: dict[str, int], tenant_file: Path) -> int:
     env = {k: v for k, v in os.environ.items() if k not in {"OPENAI_API_KEY", "ELEVENLABS_API_KEY", "CARTESIA_API_KEY"}}
 
     async with FakeTwilioRest(account_sid=account_sid, auth_token=auth_token) as twilio_rest, \
-            _serve(_order_tool_app(), ports["tool"]):
+            LoopbackServer(_order_tool_app(), port=ports["tool"], name="demo-order-tool", lifespan="on"):
         env.update({
             "AI_DATABASE_URL": f"sqlite+aiosqlite:///{WORKDIR}/ai.db",
             "APP_DATABASE_URL": f"sqlite+aiosqlite:///{WORKDIR}/app.db",

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 
 from switchboard.bridge.adapters.tickets_client import AppServerOutbox
 from switchboard.bridge.app import create_app as create_voice_app
 from switchboard.config import AISettings, AppSettings, VoiceSettings
+from switchboard.fakes.loopback import LoopbackServer
 from switchboard.fakes.realtime_server import FakeRealtimeServer
 from switchboard.fakes.twilio_rest import FakeTwilioRest
 from switchboard.knowledge.app import create_app as create_ai_app
@@ -76,24 +76,9 @@ async def load_tenant_yaml(database_url: str, text: str, folder: Path) -> None:
 
 @contextlib.asynccontextmanager
 async def serve_on_loopback(app: Any) -> AsyncIterator[str]:
-    """Run an ASGI app under uvicorn on 127.0.0.1:<free port>; yields its base URL."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="on", log_config=None, access_log=False,
-                            ws_max_size=1 << 20)
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    task = asyncio.get_running_loop().create_task(server.serve(), name="uvicorn")
-    try:
-        async with asyncio.timeout(10):
-            while not server.started:
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        async with asyncio.timeout(10):
-            await task
+    """Run an ASGI app (with its lifespan) under uvicorn on 127.0.0.1:<free port>; yields its base URL."""
+    async with LoopbackServer(app, lifespan="on", name="uvicorn") as server:
+        yield server.base_url
 
 
 class SwitchableTransport(httpx.AsyncBaseTransport):

@@ -17,16 +17,16 @@ import asyncio
 import contextlib
 import re
 import secrets
-import socket
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
+
+from switchboard.fakes.loopback import LoopbackServer
 
 __all__ = ["FakeCartesia", "FakeScribe", "SttRequest"]
 
@@ -72,18 +72,15 @@ class _FakeSttServer(ABC):
         self._changed = asyncio.Condition()
         self._handed_out = 0
         self._closing = asyncio.Event()
-        self._socket: socket.socket | None = None
-        self._server: uvicorn.Server | None = None
-        self._runner: asyncio.Task[None] | None = None
+        self._loopback: LoopbackServer | None = None
         self.app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
         self.app.add_api_route(self._path, self._handle, methods=["POST"])
 
     @property
     def port(self) -> int:
-        if self._socket is None:
+        if self._loopback is None:
             raise RuntimeError(f"{type(self).__name__} is not running")
-        port: int = self._socket.getsockname()[1]
-        return port
+        return self._loopback.port
 
     @property
     def base_url(self) -> str:
@@ -102,18 +99,9 @@ class _FakeSttServer(ABC):
         return self.requests[wanted]
 
     async def __aenter__(self) -> _FakeSttServer:
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind((self.host, self._port))
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="off", access_log=False)
-        self._server = uvicorn.Server(config)
-        self._runner = asyncio.create_task(self._server.serve(sockets=[self._socket]),
-                                           name=f"fake-{type(self).__name__}")
-        async with asyncio.timeout(self.shutdown_timeout_s):
-            while not self._server.started:
-                if self._runner.done():
-                    self._runner.result()
-                await asyncio.sleep(0.005)
+        self._loopback = LoopbackServer(self.app, host=self.host, port=self._port,
+                                        name=f"fake-{type(self).__name__}", timeout_s=self.shutdown_timeout_s)
+        await self._loopback.start()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -121,18 +109,8 @@ class _FakeSttServer(ABC):
 
     async def aclose(self) -> None:
         self._closing.set()
-        if self._server is not None and self._runner is not None:
-            self._server.should_exit = True
-            try:
-                async with asyncio.timeout(self.shutdown_timeout_s):
-                    await asyncio.shield(self._runner)
-            except TimeoutError:
-                self._runner.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._runner
-                raise
-        if self._socket is not None:
-            self._socket.close()
+        if self._loopback is not None:
+            await self._loopback.stop()
 
     # -- per vendor -----------------------------------------------------------------------------------
 

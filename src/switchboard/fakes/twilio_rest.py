@@ -19,19 +19,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import inspect
 import secrets
-import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any, TypeAlias
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+
+from switchboard.fakes.loopback import LoopbackServer
 
 __all__ = ["FakeTwilioRest", "RestRequest"]
 
@@ -94,17 +93,14 @@ class FakeTwilioRest:
         self._update_handlers: list[UpdateHandler] = []
         self._changed = asyncio.Condition()
         self._handed_out = 0
-        self._socket: socket.socket | None = None
-        self._server: uvicorn.Server | None = None
-        self._runner: asyncio.Task[None] | None = None
+        self._loopback: LoopbackServer | None = None
         self.app = self._build_app()
 
     @property
     def port(self) -> int:
-        if self._socket is None:
+        if self._loopback is None:
             raise RuntimeError("FakeTwilioRest is not running")
-        port: int = self._socket.getsockname()[1]
-        return port
+        return self._loopback.port
 
     @property
     def base_url(self) -> str:
@@ -139,36 +135,17 @@ class FakeTwilioRest:
     # -- lifecycle ---------------------------------------------------------------------------------------
 
     async def __aenter__(self) -> FakeTwilioRest:
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind((self.host, self._port))
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="off", access_log=False)
-        self._server = uvicorn.Server(config)
-        self._runner = asyncio.create_task(self._server.serve(sockets=[self._socket]),
-                                           name="fake-twilio-rest")
-        async with asyncio.timeout(self.shutdown_timeout_s):
-            while not self._server.started:
-                if self._runner.done():
-                    self._runner.result()
-                await asyncio.sleep(0.005)
+        self._loopback = LoopbackServer(self.app, host=self.host, port=self._port, name="fake-twilio-rest",
+                                        timeout_s=self.shutdown_timeout_s)
+        await self._loopback.start()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:
-        if self._server is not None and self._runner is not None:
-            self._server.should_exit = True
-            try:
-                async with asyncio.timeout(self.shutdown_timeout_s):
-                    await asyncio.shield(self._runner)
-            except TimeoutError:
-                self._runner.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._runner
-                raise
-        if self._socket is not None:
-            self._socket.close()
+        if self._loopback is not None:
+            await self._loopback.stop()
 
     # -- the app --------------------------------------------------------------------------------------------
 
