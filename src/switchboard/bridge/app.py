@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import httpx
@@ -24,7 +24,13 @@ from twilio.request_validator import RequestValidator
 from switchboard.bridge.adapters.knowledge_client import KnowledgeClient, ProfileCache
 from switchboard.bridge.adapters.twilio_stream import TwilioStream
 from switchboard.bridge.call.events import StreamStarted
-from switchboard.bridge.call_runner import CallContext, CallDependencies, ConversationRecorder, LiveCall
+from switchboard.bridge.call_runner import (
+    AppOutbox,
+    CallContext,
+    CallDependencies,
+    ConversationRecorder,
+    LiveCall,
+)
 from switchboard.bridge.metrics import VoiceMetrics
 from switchboard.bridge.observability import NullObserver, ObserverFactory
 from switchboard.bridge.tools import ToolRunner
@@ -141,14 +147,15 @@ def create_app(
         knowledge = KnowledgeClient(ai_http, cache=ProfileCache(clock))
         app.state.knowledge = knowledge
         owned: list[Any] = []
-        outbox = recorder
+        outbox: ConversationRecorder | None = recorder
         if outbox is None and settings.app_server_url:
             from switchboard.bridge.adapters.tickets_client import AppServerOutbox
 
-            outbox = AppServerOutbox(
+            app_outbox: AppOutbox = AppServerOutbox(
                 settings.app_server_url, settings.switchboard_service_token, spool_dir=Path(settings.outbox_dir),
                 request_timeout_s=settings.http_timeout_s,
             )
+            outbox = app_outbox
             owned.append(outbox)
         control = call_control
         if control is None and settings.twilio_account_sid and settings.twilio_auth_token:
@@ -168,13 +175,13 @@ def create_app(
             price_table=load_price_table(), model_name=realtime_model(settings), http=vendor_http,
         )
         if outbox is not None and hasattr(outbox, "pending"):
-            metrics.outbox_depth.set_function(lambda: float(outbox.pending))  # type: ignore[union-attr]
+            metrics.outbox_depth.set_function(lambda: float(outbox.pending))
+        # A recorder with a delivery loop (the App server outbox) runs, and is drained, with the app.
+        delivery = cast(AppOutbox, outbox) if hasattr(outbox, "run") else None
         try:
             async with asyncio.TaskGroup() as tasks:
                 registry.tasks = tasks
-                outbox_task = (
-                    tasks.create_task(outbox.run(), name="app-outbox") if hasattr(outbox, "run") else None
-                )
+                outbox_task = tasks.create_task(delivery.run(), name="app-outbox") if delivery is not None else None
                 yield
                 # Shutdown: calls still live here were not drained (drain timeout): end them now.
                 for call in list(registry.calls.values()):
@@ -182,9 +189,9 @@ def create_app(
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(settings.close_timeout_s * 2):
                         await registry.idle.wait()
-                if outbox_task is not None:
+                if delivery is not None and outbox_task is not None:
                     with contextlib.suppress(TimeoutError):
-                        await outbox.wait_until_idle(settings.close_timeout_s)  # type: ignore[union-attr]
+                        await delivery.wait_until_idle(settings.close_timeout_s)
                     outbox_task.cancel()
         finally:
             registry.tasks = None

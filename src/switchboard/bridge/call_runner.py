@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from switchboard.bridge.adapters.knowledge_client import CallProfile, KnowledgeClient
 from switchboard.bridge.adapters.realtime_connection import RealtimeConnection
@@ -95,6 +95,23 @@ class ConversationRecorder(Protocol):
 
     def end_conversation_nowait(self, call_sid: str, *, end_reason: str, ended_at: datetime, duration_s: float,
                                 usage: dict[str, Any], turns: list[Any], summary: str | None = None) -> None: ...
+
+
+class AppOutbox(ConversationRecorder, Protocol):
+    """A recorder with a delivery loop: the App server outbox (adapters/tickets_client.py) as the voice
+    app runs it (`run`, drained with `wait_until_idle`, `pending` as a gauge), plus `create_ticket`
+    for the callback-ticket tool."""
+
+    @property
+    def pending(self) -> int: ...
+
+    async def run(self) -> None: ...
+
+    async def wait_until_idle(self, timeout_s: float) -> bool: ...
+
+    async def create_ticket(
+        self, *, call_sid: str, kind: str, phone_number: str, reason: str, requested_time: str | None
+    ) -> dict[str, Any]: ...
 
 
 ToolExecutor = Callable[["LiveCall", str, dict[str, Any]], "asyncio.Future[str] | Any"]
@@ -503,19 +520,20 @@ class LiveCall:
                 continue
             kind = type(event)
             if kind is CallerAudio:
-                self._feed_caller_audio(event)  # type: ignore[arg-type]
+                self._feed_caller_audio(cast(CallerAudio, event))
                 continue
             if kind is PlaybackMarked:
-                self.timeline.mark_played(event.name, self.deps.clock.now())  # type: ignore[union-attr]
+                self.timeline.mark_played(cast(PlaybackMarked, event).name, self.deps.clock.now())
             elif kind is StreamStarted:
                 self._count_bad_frame("twilio", "second_start")
                 continue
             elif kind is StreamConnected:
                 continue
-            self._feed(event)  # type: ignore[arg-type]
-        for kind, count in (("binary", twilio.binary_frames), ("oversized", twilio.oversized_frames)):
+            # StreamConnected and StreamStarted were skipped above: what is left is a CallEvent.
+            self._feed(cast(CallEvent, event))
+        for frame_kind, count in (("binary", twilio.binary_frames), ("oversized", twilio.oversized_frames)):
             if count:
-                self._bad_frames[f"twilio:{kind}"] = count
+                self._bad_frames[f"twilio:{frame_kind}"] = count
         self._feed(CallerHungUp())
 
     async def _read_model(self, model: RealtimeConnection) -> None:
@@ -571,34 +589,37 @@ class LiveCall:
                 kind = type(action)
                 if kind is PlayToCaller:
                     if twilio is not None and self.core is not None and self.core.stream_sid:
-                        twilio.send_nowait(encode_media(self.core.stream_sid, action))  # type: ignore[arg-type]
+                        twilio.send_nowait(encode_media(self.core.stream_sid, cast(PlayToCaller, action)))
                 elif kind is SendPlaybackMark:
                     if twilio is not None and self.core is not None and self.core.stream_sid:
-                        twilio.send_nowait(encode_mark(self.core.stream_sid, action))  # type: ignore[arg-type]
-                        self.timeline.media_sent(now, action.name)  # type: ignore[attr-defined]
+                        mark = cast(SendPlaybackMark, action)
+                        twilio.send_nowait(encode_mark(self.core.stream_sid, mark))
+                        self.timeline.media_sent(now, mark.name)
                 elif kind is ClearCallerPlayback:
                     if twilio is not None and self.core is not None and self.core.stream_sid:
                         twilio.send_nowait(encode_clear(self.core.stream_sid))
                         self.deps.metrics.barge_ins.inc()
                         self.timeline.clear_sent(now)
                 elif kind is StartToolCall:
-                    self._start_tool(action)  # type: ignore[arg-type]
+                    self._start_tool(cast(StartToolCall, action))
                 elif kind is RecordMessage:
-                    self._record(action)  # type: ignore[arg-type]
+                    self._record(cast(RecordMessage, action))
                 elif kind is RecordUsage:
                     continue
                 elif kind is SpeakText or kind is FlushSpeech or kind is StopSpeech:
                     self._perform_speech(action)
                 elif kind is TranscribeCallerAudio:
                     if self._tasks is not None:
-                        self._tasks.create_task(self._transcribe(action), name="transcription")  # type: ignore[arg-type]
+                        self._tasks.create_task(
+                            self._transcribe(cast(TranscribeCallerAudio, action)), name="transcription"
+                        )
                 elif kind is ReconnectModel:
                     if self._tasks is not None:
                         self._tasks.create_task(self._reconnect(), name="realtime-reconnect")
                 elif kind is TransferCall:
-                    self._start_transfer(action)  # type: ignore[arg-type]
+                    self._start_transfer(cast(TransferCall, action))
                 elif kind is EndCall:
-                    self._end(action.reason)  # type: ignore[attr-defined]
+                    self._end(cast(EndCall, action).reason)
                 else:
                     text = encode_realtime_action(action)
                     if text is not None and model is not None:
@@ -772,9 +793,9 @@ class LiveCall:
             self.timeline.caller_started_speaking(now)
         elif kind is ModelResponseStarted:
             self.timeline.response_started(now)
-            self._response_started_at[event.response_id] = now  # type: ignore[union-attr]
+            self._response_started_at[cast(ModelResponseStarted, event).response_id] = now
         elif kind is ModelResponseDone:
-            done: ModelResponseDone = event  # type: ignore[assignment]
+            done = cast(ModelResponseDone, event)
             self.observer.response_done(
                 response_id=done.response_id, status=done.status, usage=done.usage,
                 started_at=self._response_started_at.pop(done.response_id, None), ended_at=now,

@@ -44,7 +44,7 @@ class TwilioStream:
                 return None
             if message["type"] == "websocket.disconnect":
                 return None
-            text = message.get("text")
+            text: str | None = message.get("text")
             if text is None:
                 self.binary_frames += 1
                 continue
