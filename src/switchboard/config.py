@@ -60,6 +60,7 @@ class VoiceSettings(_Base):
     drain_timeout_s: float = Field(default=1860.0, ge=0, alias="SWITCHBOARD_DRAIN_TIMEOUT_S")
     # Not in the contract; our own knobs.
     playback_lead_ms: int = Field(default=300, ge=40, alias="SWITCHBOARD_PLAYBACK_LEAD_MS")
+    mark_interval_ms: float = Field(default=100.0, ge=0, alias="SWITCHBOARD_MARK_INTERVAL_MS")
     preopen_claim_timeout_s: float = Field(default=10.0, gt=0, alias="SWITCHBOARD_PREOPEN_CLAIM_TIMEOUT_S")
     realtime_connect_timeout_s: float = Field(default=10.0, gt=0, alias="SWITCHBOARD_REALTIME_CONNECT_TIMEOUT_S")
     http_timeout_s: float = Field(default=5.0, gt=0, alias="SWITCHBOARD_HTTP_TIMEOUT_S")

@@ -494,6 +494,7 @@ class LiveCall:
             speed=float(voice.get("speed") or 1.0),
             tools=tuple(tools),
             playback_lead_ms=float(s.playback_lead_ms),
+            mark_interval_ms=s.mark_interval_ms,
             inactivity_prompt_s=s.inactivity_prompt_s,
             inactivity_hangup_s=s.inactivity_hangup_s,
             max_call_s=s.max_call_s,

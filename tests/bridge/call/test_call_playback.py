@@ -246,3 +246,18 @@ def test_unknown_mark_names_are_ignored():
     speak(call, response_id="resp_1", item_id="item_1", chunks_ms=[100], now=1.0)
     assert call.handle(PlaybackMarked(name="not-ours"), now=1.05) == []
     assert call.has_unplayed_audio
+
+
+def test_with_a_mark_interval_marks_go_out_every_interval_and_after_the_last_media_of_a_response():
+    call = answered_call(mark_interval_ms=100.0, **NO_PACING)
+    call.handle(ModelResponseStarted(response_id="resp_1"), now=1.0)
+    kinds = []
+    for i in range(7):  # seven 20 ms deltas
+        actions = call.handle(ModelAudio(response_id="resp_1", item_id="item_1", payload=mulaw_b64(20, fill=i)),
+                              now=1.0 + i * 0.02)
+        kinds += [type(a).__name__ for a in actions]
+    assert kinds == ["PlayToCaller"] * 4 + ["PlayToCaller", "SendPlaybackMark"] + ["PlayToCaller"] * 2
+    assert call.has_unplayed_audio  # 40 ms sent and not yet covered by a mark
+    done = call.handle(ModelResponseDone(response_id="resp_1", status="completed"), now=1.2)
+    [mark] = [a for a in done if isinstance(a, SendPlaybackMark)]
+    assert mark.item_id == "item_1" and mark.audio_end_ms == 140

@@ -44,11 +44,17 @@ class PlaybackLedger:
 
     def record_sent(self, item_id: str | None, duration_ms: float) -> PendingMark:
         """Account audio sent for `item_id` and return the mark to send right after it."""
-        end_ms = 0.0
+        self.record_sent_unmarked(item_id, duration_ms)
+        return self.mark(item_id)
+
+    def record_sent_unmarked(self, item_id: str | None, duration_ms: float) -> None:
+        """Account audio sent for `item_id`; a later `mark()` will cover it."""
         if item_id is not None:
-            item = self._items.setdefault(item_id, _ItemPlayback())
-            item.sent_ms += duration_ms
-            end_ms = item.sent_ms
+            self._items.setdefault(item_id, _ItemPlayback()).sent_ms += duration_ms
+
+    def mark(self, item_id: str | None) -> PendingMark:
+        """The mark to send now: it proves, once echoed, that everything sent so far has played."""
+        end_ms = self._items[item_id].sent_ms if item_id is not None and item_id in self._items else 0.0
         self._mark_counter += 1
         mark = PendingMark(name=f"m{self._mark_counter}", item_id=item_id, audio_end_ms=int(end_ms))
         self._pending[mark.name] = mark

@@ -101,6 +101,8 @@ class CallSettings:
     transcribe_caller_audio: bool = False
     # Twilio's unplayed buffer is kept at most this far ahead of real time, so a `clear` discards little.
     playback_lead_ms: float = 300.0
+    # A mark at most every this many ms of audio (0: after every media), and always after a response's last.
+    mark_interval_ms: float = 0.0
     # Caller audio held while the model session is not up yet (never dropped below this bound).
     max_buffered_caller_ms: float = 10_000.0
     inactivity_prompt_s: float = 30.0
@@ -253,6 +255,10 @@ class CallStateMachine:
         # Playback pacing toward Twilio.
         self._queue: deque[_QueuedAudio] = deque()
         self._global_sent_ms = 0.0
+        # Audio sent since the last mark (marks go out every mark_interval_ms and after a response's end).
+        self._unmarked_ms = 0.0
+        self._unmarked_item: str | None = None
+        self._unmarked_response: str | None = None
         self._play_end_estimate = 0.0
         self._playing_items: dict[str, _AssistantItem] = {}
         self._interrupted_items: dict[str, _AssistantItem] = {}
@@ -303,7 +309,7 @@ class CallStateMachine:
     @property
     def has_unplayed_audio(self) -> bool:
         return (
-            bool(self._queue) or self._ledger.has_unplayed_audio
+            bool(self._queue) or self._ledger.has_unplayed_audio or self._unmarked_ms > 0
             or any(not ctx.finished for ctx in self._speech.values())
         )
 
@@ -476,6 +482,7 @@ class CallStateMachine:
         played_ms = self._global_sent_ms - max(0.0, (self._play_end_estimate - now) * 1000.0) - PLAYBACK_MARGIN_MS
         out.append(ClearCallerPlayback())
         self._ledger.record_cleared()
+        self._unmarked_ms = 0.0
         queued_items = {queued.item_id for queued in self._queue}
         for queued in self._queue:
             self._stats.model_audio_dropped_ms += queued.duration_ms
@@ -825,6 +832,7 @@ class CallStateMachine:
             if self._ledger.has_unplayed_audio and self._ledger.unplayed_item_ids() == set():
                 out.append(ClearCallerPlayback())
                 self._ledger.record_cleared()
+                self._unmarked_ms = 0.0
         self._tool_results.append(SendToolResult(run.call_id, output))
         out.append(
             RecordMessage(
@@ -900,9 +908,36 @@ class CallStateMachine:
                 if item is not None and item.global_start_ms < 0:
                     item.global_start_ms = self._global_sent_ms
             self._global_sent_ms += chunk.duration_ms
-            mark = self._ledger.record_sent(chunk.item_id, chunk.duration_ms)
+            if self._unmarked_ms > 0 and chunk.item_id != self._unmarked_item:
+                self._send_mark(out)  # a mark closes one item's run before the next item's audio
+            self._ledger.record_sent_unmarked(chunk.item_id, chunk.duration_ms)
             out.append(PlayToCaller(chunk.payload))
-            out.append(SendPlaybackMark(name=mark.name, item_id=mark.item_id, audio_end_ms=mark.audio_end_ms))
+            self._unmarked_ms += chunk.duration_ms
+            self._unmarked_item = chunk.item_id
+            self._unmarked_response = chunk.response_id
+            if self._unmarked_ms >= self.settings.mark_interval_ms:
+                self._send_mark(out)
+        # A mark always follows the last media of a response (and of a thinking sound).
+        if self._unmarked_ms > 0 and self._is_audio_complete(self._unmarked_response):
+            self._send_mark(out)
+
+    def _send_mark(self, out: list[CallAction]) -> None:
+        mark = self._ledger.mark(self._unmarked_item)
+        out.append(SendPlaybackMark(name=mark.name, item_id=mark.item_id, audio_end_ms=mark.audio_end_ms))
+        self._unmarked_ms = 0.0
+
+    def _is_audio_complete(self, response_id: str | None) -> bool:
+        """No more audio will be queued for this response (or thinking sound) right now."""
+        if any(queued.response_id == response_id for queued in self._queue):
+            return False
+        if response_id is None:
+            return True
+        if response_id in self._cancelled_responses:
+            return True
+        ctx = self._speech.get(response_id)
+        if ctx is not None:
+            return ctx.finished
+        return response_id not in (self._active_response_id,)
 
     def _queue_request(self, instructions: str | None, *, front: bool = False) -> None:
         self._request_counter += 1
