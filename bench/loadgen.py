@@ -43,6 +43,10 @@ class Scenario:
     idle_before_speech_ms: int = 800  # after a completed response, the caller starts talking
     speech_ms: int = 400  # speech_started -> speech_stopped
     think_ms: int = 100  # speech_stopped -> next response
+    barge_in_every: int = 2  # every n-th response (counting the greeting as 1) is interrupted
+    # Frames sent within this long of a call's `start` count as "up_setup"/"down_setup", not "up"/"down"
+    # (caller audio waits while the model session opens; that is set-up time, not relay latency).
+    setup_window_ms: int = 0
 
 
 @dataclass
@@ -132,6 +136,8 @@ class FakeModelSession(WSListener):
         self.awaiting_clear = False
         self.awaiting_cancel = False
         self.closed = False
+        self.quiet = False
+        self.last_append_ns = 0
 
     # ---- plumbing
     def _send(self, event: dict[str, Any]) -> None:
@@ -181,10 +187,13 @@ class FakeModelSession(WSListener):
                 self.gen.samples.count("unknown_appends")
                 return
             caller, sent_ns = entry
+            self.last_append_ns = received_ns
             if self.call is None:
                 self.call = caller
                 caller.session = self
-            self.gen.samples.add("up", sent_ns, received_ns)
+            setup_ns = self.gen.scenario.setup_window_ms * 1_000_000
+            kind = "up_setup" if setup_ns and sent_ns < caller.start_sent_ns + setup_ns else "up"
+            self.gen.samples.add(kind, sent_ns, received_ns)
         elif kind == "session.update":
             self._send({"type": "session.updated", "session": self._session()})
         elif kind == "response.create":
@@ -226,9 +235,9 @@ class FakeModelSession(WSListener):
         self.deltas_total = scenario.response_ms // FRAME_MS
         self.deltas_sent = 0
         self.stream_t0 = self.loop.time()
-        # Odd responses get interrupted; the greeting (response 1) is never interrupted.
+        # Every barge_in_every-th response is interrupted; the greeting (response 1) never is.
         self.interrupt_after = (
-            scenario.barge_in_at_ms // FRAME_MS if self.responses % 2 == 0 else None
+            scenario.barge_in_at_ms // FRAME_MS if self.responses % scenario.barge_in_every == 0 else None
         )
         if scenario.burst:
             self._burst()
@@ -246,9 +255,16 @@ class FakeModelSession(WSListener):
         self._send({"type": "response.output_audio.delta", "response_id": self.response_id, "item_id": self.item_id,
                     "output_index": 0, "content_index": 0, "delta": payload})
 
+    def quiesce(self) -> None:
+        """The caller is about to hang up: send no more audio, start nothing new (so nothing is in flight)."""
+        self.quiet = True
+
     def _tick(self) -> None:
         self.timer = None
         if self.closed or self.response_id is None:
+            return
+        if self.quiet:
+            self._finish_response("completed")
             return
         due = int((self.loop.time() - self.stream_t0) * 1000 // FRAME_MS) + 1
         while self.deltas_sent < min(due, self.deltas_total):
@@ -310,6 +326,8 @@ class FakeModelSession(WSListener):
             self._later(scenario.speech_ms / 1000, self._speech_stopped)
 
     def _idle_speech(self) -> None:
+        if self.quiet:
+            return
         # The caller talks after the agent finished: the bridge sends a clear, but nothing to cancel.
         self._send({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0,
                     "item_id": f"user_{self.index}_{self.responses}"})
@@ -323,7 +341,7 @@ class FakeModelSession(WSListener):
 
     def _server_response(self) -> None:
         self.timer = None
-        if self.response_id is None and not self.closed:
+        if self.response_id is None and not self.closed and not self.quiet:
             self._start_response(None)  # server VAD's create_response: no client metadata
 
 
@@ -353,6 +371,7 @@ class FakeCaller(WSListener):
         self.max_lead_ms = 0.0
         self.cleared_ms: list[float] = []  # unplayed audio thrown away by each clear
         self.media_received = 0
+        self.last_media_ns = 0
         self.closed = False
         self.hung_up = False
         self.sends_marks = True
@@ -429,13 +448,16 @@ class FakeCaller(WSListener):
             if lead_ms > self.max_lead_ms:
                 self.max_lead_ms = lead_ms
             self.media_received += 1
+            self.last_media_ns = received_ns
             if self.first_media_ns == 0:
                 self.first_media_ns = received_ns
             entry = self.gen.model_payloads.pop(payload, None)
             if entry is None:
                 self.gen.samples.count("unknown_media")
                 return
-            self.gen.samples.add("down", entry[1], received_ns)
+            setup_ns = self.gen.scenario.setup_window_ms * 1_000_000
+            kind = "down_setup" if setup_ns and entry[1] < self.start_sent_ns + setup_ns else "down"
+            self.gen.samples.add(kind, entry[1], received_ns)
         elif event == "mark":
             self.pending_marks.append((self.play_end, message["mark"]["name"]))
         elif event == "clear":
