@@ -261,3 +261,25 @@ def test_with_a_mark_interval_marks_go_out_every_interval_and_after_the_last_med
     done = call.handle(ModelResponseDone(response_id="resp_1", status="completed"), now=1.2)
     [mark] = [a for a in done if isinstance(a, SendPlaybackMark)]
     assert mark.item_id == "item_1" and mark.audio_end_ms == 140
+
+
+def test_after_a_barge_in_the_next_answer_plays_at_once_not_after_the_cleared_audio():
+    call = answered_call(playback_lead_ms=300.0)
+    speak(call, response_id="resp_1", item_id="item_1", chunks_ms=[2000], now=10.0)  # one long (TTS-sized) chunk
+    call.handle(CallerStartedSpeaking(), now=10.5)
+    call.handle(ModelResponseStarted(response_id="resp_2"), now=11.0)
+    actions = call.handle(ModelAudio(response_id="resp_2", item_id="item_2", payload=mulaw_b64(100, fill=7)),
+                          now=11.0)
+    assert payloads(actions) == [mulaw_b64(100, fill=7)]
+
+
+def test_bookkeeping_of_finished_responses_stays_bounded_on_a_long_call():
+    from switchboard.bridge.call.recent import RecentMap, RecentSet
+
+    ids: RecentSet[str] = RecentSet(3)
+    for i in range(10):
+        ids.add(f"resp_{i}")
+    assert len(ids) == 3 and "resp_9" in ids and "resp_0" not in ids
+    seqs: RecentMap[str, int] = RecentMap(2)
+    seqs["a"], seqs["b"], seqs["c"] = 1, 2, 3
+    assert list(seqs) == ["b", "c"]

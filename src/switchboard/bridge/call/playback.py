@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from switchboard.bridge.call.recent import RecentMap
+
 MULAW_BYTES_PER_MS = 8
 
 
@@ -38,7 +40,7 @@ class PlaybackLedger:
     """Per assistant item: how many ms were sent and how many the caller has heard."""
 
     def __init__(self) -> None:
-        self._items: dict[str, _ItemPlayback] = {}
+        self._items: RecentMap[str, _ItemPlayback] = RecentMap(256)  # old items are never asked about again
         self._pending: OrderedDict[str, PendingMark] = OrderedDict()
         self._mark_counter = 0
 
@@ -50,7 +52,10 @@ class PlaybackLedger:
     def record_sent_unmarked(self, item_id: str | None, duration_ms: float) -> None:
         """Account audio sent for `item_id`; a later `mark()` will cover it."""
         if item_id is not None:
-            self._items.setdefault(item_id, _ItemPlayback()).sent_ms += duration_ms
+            item = self._items.get(item_id)
+            if item is None:
+                item = self._items[item_id] = _ItemPlayback()
+            item.sent_ms += duration_ms
 
     def mark(self, item_id: str | None) -> PendingMark:
         """The mark to send now: it proves, once echoed, that everything sent so far has played."""
@@ -68,8 +73,8 @@ class PlaybackLedger:
         # Twilio plays in order: every mark sent before this one has played too.
         while self._pending:
             earlier_name, earlier = self._pending.popitem(last=False)
-            if earlier.item_id is not None:
-                item = self._items[earlier.item_id]
+            item = self._items.get(earlier.item_id) if earlier.item_id is not None else None
+            if item is not None:
                 item.heard_ms = max(item.heard_ms, float(earlier.audio_end_ms))
             if earlier_name == name:
                 break

@@ -71,6 +71,7 @@ from switchboard.bridge.call.events import (
 )
 from switchboard.bridge.call.phases import ALLOWED_TRANSITIONS, CallPhase, InvalidTransition
 from switchboard.bridge.call.playback import PlaybackLedger, mulaw_ms_of_base64
+from switchboard.bridge.call.recent import RecentMap, RecentSet
 
 # Errors the model sends during ordinary races; they never end a call.
 BENIGN_MODEL_ERRORS = frozenset({"response_cancel_not_active", "conversation_already_has_active_response"})
@@ -247,9 +248,10 @@ class CallStateMachine:
         self._last_sent_request: RequestModelResponse | None = None
         self._pending_requests: deque[RequestModelResponse] = deque()
         self._request_counter = 0
-        self._cancelled_responses: set[str] = set()
-        self._responses_with_audio: set[str] = set()
-        self._responses_with_speech: set[str] = set()
+        # Ids of finished responses and items are kept only for a while: memory stays flat on long calls.
+        self._cancelled_responses: RecentSet[str] = RecentSet(256)
+        self._responses_with_audio: RecentSet[str] = RecentSet(256)
+        self._responses_with_speech: RecentSet[str] = RecentSet(256)
         self._unspoken_responses: dict[str, str] = {}
 
         # Playback pacing toward Twilio.
@@ -261,7 +263,7 @@ class CallStateMachine:
         self._unmarked_response: str | None = None
         self._play_end_estimate = 0.0
         self._playing_items: dict[str, _AssistantItem] = {}
-        self._interrupted_items: dict[str, _AssistantItem] = {}
+        self._interrupted_items: RecentMap[str, _AssistantItem] = RecentMap(64)
 
         # Tools.
         self._tools: dict[str, _ToolRun] = {}
@@ -269,7 +271,7 @@ class CallStateMachine:
 
         # Conversation record order.
         self._seq = 0
-        self._user_seq: dict[str, int] = {}
+        self._user_seq: RecentMap[str, int] = RecentMap(256)
 
         # Watchdogs.
         self._stream_started_at: float | None = None
@@ -284,13 +286,14 @@ class CallStateMachine:
         self._greeted = False
         self._reconnecting = False
         self._resume_after_reconnect = False
-        self._history: dict[str, tuple[int, dict[str, Any]]] = {}
+        # What a new session is told after a drop: the recent conversation (older turns are let go).
+        self._history: RecentMap[str, tuple[int, dict[str, Any]]] = RecentMap(400)
         self._next_thinking_at: float | None = None
         self._model_opened_at: float | None = None
 
         # External TTS (ElevenLabs mode) and transcription for the record.
         self._tts_mode = settings.external_tts
-        self._speech: dict[str, _SpeechContext] = {}
+        self._speech: RecentMap[str, _SpeechContext] = RecentMap(32)
         self._unspoken_after_failure: list[str] = []
 
     # ------------------------------------------------------------------ public surface
@@ -387,11 +390,11 @@ class CallStateMachine:
             case CallerStoppedSpeaking():
                 self._caller_speaking = False
             case CallerTurnCommitted(item_id=item_id):
-                self._user_seq.setdefault(item_id, self._next_seq())
+                self._user_seq_of(item_id)
                 if self.settings.transcribe_caller_audio:
                     out.append(RetrieveCallerAudio(item_id))
             case CallerTranscribed(item_id=item_id, transcript=text):
-                seq = self._user_seq.setdefault(item_id, self._next_seq())
+                seq = self._user_seq_of(item_id)
                 if text.strip():
                     out.append(RecordMessage(seq=seq, role="user", text=text.strip(), message_id=f"user:{item_id}"))
                     self._remember(seq, f"user:{item_id}", {
@@ -483,6 +486,8 @@ class CallStateMachine:
         out.append(ClearCallerPlayback())
         self._ledger.record_cleared()
         self._unmarked_ms = 0.0
+        # Twilio's buffer is empty now: the next answer may start playing at once.
+        self._play_end_estimate = min(self._play_end_estimate, now)
         queued_items = {queued.item_id for queued in self._queue}
         for queued in self._queue:
             self._stats.model_audio_dropped_ms += queued.duration_ms
@@ -833,6 +838,7 @@ class CallStateMachine:
                 out.append(ClearCallerPlayback())
                 self._ledger.record_cleared()
                 self._unmarked_ms = 0.0
+                self._play_end_estimate = min(self._play_end_estimate, now)
         self._tool_results.append(SendToolResult(run.call_id, output))
         out.append(
             RecordMessage(
@@ -1035,6 +1041,13 @@ class CallStateMachine:
         if text:
             self._remember(item.seq, f"assistant:{item.item_id}", {
                 "type": "message", "role": "assistant", "content": [{"type": "output_text", "text": text}]})
+
+    def _user_seq_of(self, item_id: str) -> int:
+        seq = self._user_seq.get(item_id)
+        if seq is None:
+            seq = self._next_seq()
+            self._user_seq[item_id] = seq
+        return seq
 
     def _next_seq(self) -> int:
         self._seq += 1
