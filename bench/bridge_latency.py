@@ -475,7 +475,7 @@ async def main(args: argparse.Namespace) -> int:
     if args.output:
         out = REPO / args.output
         out.write_text(report)
-        print(f"written to {out.relative_to(REPO)}")
+        print(f"written to {out.relative_to(REPO) if out.is_relative_to(REPO) else out}")
     return 0
 
 

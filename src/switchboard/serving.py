@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 from typing import Any
@@ -113,6 +114,15 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
+def _tune_gc() -> None:
+    """Keep the cyclic GC off the audio path: freeze what start-up built (modules, app, tables) so full
+    collections don't walk it, and collect the young generation less often. Per-frame objects are freed by
+    reference counting; the measured effect is on p99 frame latency under load (docs/benchmarks.md)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+
+
 def serve(service: str, *, host: str, port: int) -> int:
     if service == "all":
         from switchboard.local_stack import serve_all
@@ -121,6 +131,7 @@ def serve(service: str, *, host: str, port: int) -> int:
     if service == "engine":
         return serve_engine(host=host, port=port)
     app, settings = build_app(service)
+    _tune_gc()
     drain_timeout_s = settings.drain_timeout_s if isinstance(settings, VoiceSettings) else None
     config = uvicorn.Config(
         app, host=host, port=port, loop=_loop_kind(), log_config=None, access_log=False,
