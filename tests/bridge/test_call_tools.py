@@ -54,6 +54,7 @@ async def _answered(stack: Any, caller: Any, **extra: Any) -> Any:
     session = await stack.model.wait_for_session(timeout_s=5)
     await caller.connect_stream()
     await session.wait_for_event("response.create", timeout_s=5)
+    await session.wait_for_sent("response.done", timeout_s=10)  # the greeting is complete at the model
     await caller.wait_for(lambda: len(caller.marks_echoed) > 0 and not caller.has_unplayed_audio, timeout_s=10)
     return session
 

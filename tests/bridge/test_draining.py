@@ -82,6 +82,7 @@ async def _live_call(voice_url: str, model: FakeRealtimeServer) -> tuple[TwilioC
     session = await model.wait_for_session(timeout_s=10)
     await caller.connect_stream()
     await session.wait_for_event("response.create", timeout_s=10)
+    await session.wait_for_sent("response.done", timeout_s=10)
     await caller.wait_for(lambda: len(caller.marks_echoed) > 0 and not caller.has_unplayed_audio, timeout_s=10)
     return caller, session
 
