@@ -57,6 +57,7 @@ from switchboard.bridge.call.events import (
     ToolCallFinished,
     TransferFinished,
 )
+from switchboard.bridge.call.recent import RecentMap
 from switchboard.bridge.call.state_machine import CallSettings, CallStateMachine
 from switchboard.bridge.metrics import VoiceMetrics
 from switchboard.bridge.observability import CallObserver, NullObserver, ObserverFactory
@@ -182,7 +183,8 @@ class LiveCall:
         self.transcriber: Any = None
         self._response_started_at: dict[str, float] = {}
         self._started_wall: datetime = deps.clock.wall()
-        self._transcript: dict[str, tuple[str, str]] = {}
+        # The last lines only: enough for the hand-over summary; the full record is at the App server.
+        self._transcript: RecentMap[str, tuple[str, str]] = RecentMap(32)
         self._transferred_to: str | None = None
 
     # ------------------------------------------------------------------ entry points
