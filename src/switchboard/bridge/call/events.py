@@ -18,14 +18,14 @@ class StreamStarted:
     custom_parameters: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per frame, frozen __init__ measured ~8 % CPU
 class CallerAudio:
     """One Twilio `media` frame (base64 μ-law, usually 20 ms)."""
 
     payload: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per frame, frozen __init__ measured ~8 % CPU
 class PlaybackMarked:
     """Twilio echoed a mark: everything sent before it has played (or a `clear` flushed it)."""
 
@@ -58,7 +58,7 @@ class ModelResponseStarted:
     request_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per frame, frozen __init__ measured ~8 % CPU
 class ModelAudio:
     """One audio delta of an assistant item (base64 μ-law)."""
 
