@@ -102,6 +102,7 @@ class VoiceStack:
     settings: VoiceSettings
     app_server: httpx.AsyncClient
     app_network: SwitchableTransport
+    ai_network: SwitchableTransport
     twilio_rest: FakeTwilioRest
     outbox: AppServerOutbox
 
@@ -157,10 +158,12 @@ async def voice_stack(tmp_path: Path, *, tenant_yaml: str = TENANT_YAML, model: 
         }
         values.update(overrides)
         settings = VoiceSettings(**values)
-        voice_app = create_voice_app(settings, ai_transport=httpx.ASGITransport(app=ai_app), recorder=outbox)
+        ai_network = SwitchableTransport(httpx.ASGITransport(app=ai_app))
+        voice_app = create_voice_app(settings, ai_transport=ai_network, recorder=outbox)
         voice_url = await stack.enter_async_context(serve_on_loopback(voice_app))
         yield VoiceStack(voice_url=voice_url, model=fake, voice_app=voice_app, settings=settings,
-                         app_server=app_reader, app_network=app_network, twilio_rest=rest, outbox=outbox)
+                         app_server=app_reader, app_network=app_network, ai_network=ai_network,
+                         twilio_rest=rest, outbox=outbox)
 
 
 async def wait_until(predicate: Any, timeout_s: float = 5.0, interval_s: float = 0.01) -> None:

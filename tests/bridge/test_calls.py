@@ -236,3 +236,29 @@ async def test_minutes_used_are_charged_to_the_tenant_once_when_the_call_ends(tm
         again = await knowledge.charge_call(bot_profile_key="acme-support", call_sid=caller.call_sid, duration_s=999)
         assert again["already_charged"] is True and again["minutes"] == 1
         assert again["credits_remaining"] == 499
+
+
+async def test_ai_server_down_uses_the_last_good_profile_and_with_none_apologises(tmp_path: Path) -> None:
+    async with voice_stack(tmp_path) as stack:
+        stack.ai_network.is_down = True
+        async with stack.caller() as first:
+            answer = await first.place_call(to="+15551230001", from_="+15557654321")
+            assert answer.verbs == ("Say", "Hangup")  # nothing cached yet: a polite apology, no session
+        assert stack.model.sessions == []
+        stack.ai_network.is_down = False
+        async with stack.caller() as second:
+            await _answered(stack, second)  # a good call fills the cache
+            await second.hang_up()
+        stack.ai_network.is_down = True
+        async with stack.caller() as third:
+            answer = await third.place_call(to="+15551230001", from_="+15557650003")
+            assert answer.stream_parameters["bot_profile_key"] == "acme-support"
+            session = await stack.model.wait_for_session(timeout_s=5)
+            await third.connect_stream()
+            update = await session.wait_for_event("session.update", timeout_s=5)
+            instructions = update["session"]["instructions"]
+            # The cached profile speaks to this caller, not the one it was built for.
+            assert "+15557650003" in instructions and "+15557654321" not in instructions
+            assert [t["name"] for t in update["session"]["tools"]][:1] == ["get_knowledge"]
+            await session.wait_for_event("response.create", timeout_s=5)
+            await third.hang_up()
