@@ -102,9 +102,9 @@ class VoiceStack:
     settings: VoiceSettings
     app_server: httpx.AsyncClient
     app_network: SwitchableTransport
-    ai_network: SwitchableTransport
     twilio_rest: FakeTwilioRest
     outbox: AppServerOutbox
+    ai_network: SwitchableTransport | None = None  # None when the AI server is reached over real TCP
 
     async def conversation(self, call_sid: str) -> dict[str, Any]:
         response = await self.app_server.get("/api/conversations", params={"call_sid": call_sid})

@@ -240,6 +240,7 @@ async def test_minutes_used_are_charged_to_the_tenant_once_when_the_call_ends(tm
 
 async def test_ai_server_down_uses_the_last_good_profile_and_with_none_apologises(tmp_path: Path) -> None:
     async with voice_stack(tmp_path) as stack:
+        assert stack.ai_network is not None
         stack.ai_network.is_down = True
         async with stack.caller() as first:
             answer = await first.place_call(to="+15551230001", from_="+15557654321")
