@@ -16,6 +16,7 @@ from typing import Any
 
 import uvicorn
 
+from switchboard.bridge.adapters.direct_ws import WS_PROTOCOL as DIRECT_WS_PROTOCOL
 from switchboard.config import AISettings, AppSettings, VoiceSettings, ensure_sqlite_folder, load_settings
 from switchboard.logs import configure_logging, get_logger
 
@@ -136,6 +137,7 @@ def serve(service: str, *, host: str, port: int) -> int:
     config = uvicorn.Config(
         app, host=host, port=port, loop=_loop_kind(), log_config=None, access_log=False,
         timeout_graceful_shutdown=5, ws_max_size=1 << 20, lifespan="on",
+        ws=DIRECT_WS_PROTOCOL,  # the Media Stream's direct text channel (bridge/adapters/direct_ws.py)
     )
     server = DrainingServer(config, app, drain_timeout_s)
     server.run()

@@ -75,9 +75,12 @@ async def load_tenant_yaml(database_url: str, text: str, folder: Path) -> None:
 
 
 @contextlib.asynccontextmanager
-async def serve_on_loopback(app: Any) -> AsyncIterator[str]:
-    """Run an ASGI app (with its lifespan) under uvicorn on 127.0.0.1:<free port>; yields its base URL."""
-    async with LoopbackServer(app, lifespan="on", name="uvicorn") as server:
+async def serve_on_loopback(app: Any, ws: str | None = None) -> AsyncIterator[str]:
+    """Run an ASGI app (with its lifespan) under uvicorn on 127.0.0.1:<free port>; yields its base URL.
+
+    `ws`: uvicorn's WebSocket protocol; None is the voice server's own (with the direct text channel)."""
+    extra = {} if ws is None else {"ws": ws}
+    async with LoopbackServer(app, lifespan="on", name="uvicorn", **extra) as server:
         yield server.base_url
 
 
@@ -123,7 +126,9 @@ class VoiceStack:
 
 @contextlib.asynccontextmanager
 async def voice_stack(tmp_path: Path, *, tenant_yaml: str = TENANT_YAML, model: FakeRealtimeServer | None = None,
-                      engine_url: str | None = None, **overrides: Any) -> AsyncIterator[VoiceStack]:
+                      engine_url: str | None = None, ws_protocol: str | None = None,
+                      **overrides: Any) -> AsyncIterator[VoiceStack]:
+    """`ws_protocol="websockets-sansio"` serves the stream through plain ASGI (no direct text channel)."""
     ai_url = f"sqlite+aiosqlite:///{tmp_path}/ai.db"
     await load_tenant_yaml(ai_url, tenant_yaml, tmp_path)
     ai_app = create_ai_app(AISettings(AI_DATABASE_URL=ai_url, SWITCHBOARD_SERVICE_TOKEN=SERVICE_TOKEN))
@@ -160,7 +165,7 @@ async def voice_stack(tmp_path: Path, *, tenant_yaml: str = TENANT_YAML, model: 
         settings = VoiceSettings(**values)
         ai_network = SwitchableTransport(httpx.ASGITransport(app=ai_app))
         voice_app = create_voice_app(settings, ai_transport=ai_network, recorder=outbox)
-        voice_url = await stack.enter_async_context(serve_on_loopback(voice_app))
+        voice_url = await stack.enter_async_context(serve_on_loopback(voice_app, ws_protocol))
         yield VoiceStack(voice_url=voice_url, model=fake, voice_app=voice_app, settings=settings,
                          app_server=app_reader, app_network=app_network, ai_network=ai_network,
                          twilio_rest=rest, outbox=outbox)

@@ -5,15 +5,21 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
+import pytest
+
 from tests.bridge.harness import voice_stack, wait_until
+
+# The Media Stream through our uvicorn protocol's direct text channel, and through plain ASGI (any server).
+BOTH_STREAM_PATHS = pytest.mark.parametrize("ws_protocol", [None, "websockets-sansio"], ids=["direct", "asgi"])
 
 
 def _payloads(messages: list[dict]) -> list[str]:
     return [m["media"]["payload"] for m in messages if m.get("event") == "media"]
 
 
-async def test_answered_call_configures_session_greets_and_relays_audio_untouched(tmp_path: Path) -> None:
-    async with voice_stack(tmp_path) as stack, stack.caller() as caller:
+@BOTH_STREAM_PATHS
+async def test_answered_call_configures_session_greets_and_relays_audio_untouched(tmp_path: Path, ws_protocol: str | None) -> None:
+    async with voice_stack(tmp_path, ws_protocol=ws_protocol) as stack, stack.caller() as caller:
         answer = await caller.place_call(to="+15551230001", from_="+15557654321")
         assert answer.status_code == 200
         assert answer.stream_url is not None and answer.stream_url.endswith("/twilio-stream")
@@ -45,6 +51,8 @@ async def test_answered_call_configures_session_greets_and_relays_audio_untouche
         sent_deltas = [e["delta"] for e in session.sent if e["type"] == "response.output_audio.delta"]
         received = [m.message for m in caller.received if isinstance(m.message, dict)]
         media = _payloads(received)
+        (live_call,) = stack.voice_app.state.registry.calls.values()
+        assert live_call.twilio is not None and live_call.twilio.direct is (ws_protocol is None)
         assert len(sent_deltas) >= 3
         assert media == sent_deltas  # one media per delta, same payload, same order
         last_media_index = max(i for i, m in enumerate(received) if m.get("event") == "media")
@@ -101,12 +109,13 @@ async def _answered(stack, caller):  # type: ignore[no-untyped-def]
     return session
 
 
-async def test_barge_in_clears_cancels_and_truncates_to_what_the_caller_heard(tmp_path: Path) -> None:
+@BOTH_STREAM_PATHS
+async def test_barge_in_clears_cancels_and_truncates_to_what_the_caller_heard(tmp_path: Path, ws_protocol: str | None) -> None:
     from switchboard.fakes.realtime_server import FakeRealtimeServer, stream_audio
 
     fake = FakeRealtimeServer(api_key="sk-test-not-a-real-key-0123456789", delta_interval_s=0.05,
                               default_script=stream_audio(ms=4000, transcript="one two three four five six seven eight"))
-    async with voice_stack(tmp_path, model=fake) as stack, stack.caller() as caller:
+    async with voice_stack(tmp_path, model=fake, ws_protocol=ws_protocol) as stack, stack.caller() as caller:
         session = await _answered(stack, caller)
         # Let the caller hear about 700 ms of the greeting while the model is still generating it.
         await caller.wait_for(lambda: len(caller.heard_mulaw) >= 700 * 8, timeout_s=10)
@@ -139,8 +148,9 @@ async def test_barge_in_clears_cancels_and_truncates_to_what_the_caller_heard(tm
         await caller.hang_up()
 
 
-async def test_malformed_frames_do_not_affect_a_healthy_concurrent_call(tmp_path: Path) -> None:
-    async with voice_stack(tmp_path) as stack, stack.caller() as bad, stack.caller() as good:
+@BOTH_STREAM_PATHS
+async def test_malformed_frames_do_not_affect_a_healthy_concurrent_call(tmp_path: Path, ws_protocol: str | None) -> None:
+    async with voice_stack(tmp_path, ws_protocol=ws_protocol) as stack, stack.caller() as bad, stack.caller() as good:
         bad_session = await _answered(stack, bad)
         good_session = await _answered(stack, good)
         for junk in ["{not json", "[]", '{"event":"media","media":{"payload":"%%%"}}', '{"event":"warp"}',
@@ -201,8 +211,9 @@ async def test_unrecoverable_model_apologises_and_transfers_the_caller(tmp_path:
             "switchboard_calls_ended_total", {"reason": "transferred"}) == 1
 
 
-async def test_twilio_stop_closes_the_model_session(tmp_path: Path) -> None:
-    async with voice_stack(tmp_path) as stack, stack.caller() as caller:
+@BOTH_STREAM_PATHS
+async def test_twilio_stop_closes_the_model_session(tmp_path: Path, ws_protocol: str | None) -> None:
+    async with voice_stack(tmp_path, ws_protocol=ws_protocol) as stack, stack.caller() as caller:
         session = await _answered(stack, caller)
         await session.wait_for_event("response.create", timeout_s=5)
         await caller.hang_up()

@@ -316,7 +316,6 @@ class LiveCall:
                 delay_s = min(delay_s * 2, 2.0)
                 continue
             self.model = connection
-            tasks.create_task(connection.run_writer(), name="realtime-writer")
             tasks.create_task(self._read_model(connection), name="realtime-reader")
             return True
 
@@ -515,45 +514,50 @@ class LiveCall:
 
     # ------------------------------------------------------------------ readers
     async def _read_twilio(self, twilio: TwilioStream) -> None:
-        async for text in twilio.frames():
-            try:
-                event = parse_twilio_message(text)
-            except TwilioProtocolError as exc:
-                self._count_bad_frame("twilio", exc.kind)
-                continue
-            kind = type(event)
-            if kind is CallerAudio:
-                self._feed_caller_audio(cast(CallerAudio, event))
-                continue
-            if kind is PlaybackMarked:
-                self.timeline.mark_played(cast(PlaybackMarked, event).name, self.deps.clock.now())
-            elif kind is StreamStarted:
-                self._count_bad_frame("twilio", "second_start")
-                continue
-            elif kind is StreamConnected:
-                continue
-            # StreamConnected and StreamStarted were skipped above: what is left is a CallEvent.
-            self._feed(cast(CallEvent, event))
+        await twilio.run_reader(self._on_twilio_text)
         for frame_kind, count in (("binary", twilio.binary_frames), ("oversized", twilio.oversized_frames)):
             if count:
                 self._bad_frames[f"twilio:{frame_kind}"] = count
         self._feed(CallerHungUp())
 
+    def _on_twilio_text(self, text: str) -> None:
+        """One Twilio message (synchronously, as it arrives): parse it and drive the core."""
+        try:
+            event = parse_twilio_message(text)
+        except TwilioProtocolError as exc:
+            self._count_bad_frame("twilio", exc.kind)
+            return
+        kind = type(event)
+        if kind is CallerAudio:
+            self._feed_caller_audio(cast(CallerAudio, event))
+            return
+        if kind is PlaybackMarked:
+            self.timeline.mark_played(cast(PlaybackMarked, event).name, self.deps.clock.now())
+        elif kind is StreamStarted:
+            self._count_bad_frame("twilio", "second_start")
+            return
+        elif kind is StreamConnected:
+            return
+        # StreamConnected and StreamStarted were skipped above: what is left is a CallEvent.
+        self._feed(cast(CallEvent, event))
+
     async def _read_model(self, model: RealtimeConnection) -> None:
         """Feed one connection's events; when it closes, tell the core (unless it was replaced)."""
-        clock = self.deps.clock
-        async for message in model.events():
-            try:
-                event = parse_realtime_event(message)
-            except RealtimeProtocolError as exc:
-                self._count_bad_frame("realtime", exc.kind)
-                continue
-            if event is None:
-                continue
-            self._observe_model_event(event, clock.now())
-            self._feed(event)
+        await model.run_reader(self._on_model_message)
         if self.model is model:
             self._feed(ModelDisconnected("socket closed"))
+
+    def _on_model_message(self, message: str | bytes) -> None:
+        """One model message (synchronously, as it arrives): parse it and drive the core."""
+        try:
+            event = parse_realtime_event(message)
+        except RealtimeProtocolError as exc:
+            self._count_bad_frame("realtime", exc.kind)
+            return
+        if event is None:
+            return
+        self._observe_model_event(event, self.deps.clock.now())
+        self._feed(event)
 
     # ------------------------------------------------------------------ core driving
     def _feed(self, event: CallEvent) -> None:

@@ -11,11 +11,16 @@ import contextlib
 import socket
 from typing import Any, Literal
 
+from switchboard.bridge.adapters.direct_ws import WS_PROTOCOL as DIRECT_WS_PROTOCOL
+
 
 class LoopbackServer:
     def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0, name: str = "loopback-server",
-                 lifespan: Literal["on", "off"] = "off", timeout_s: float = 10.0) -> None:
+                 lifespan: Literal["on", "off"] = "off", timeout_s: float = 10.0, ws: str = DIRECT_WS_PROTOCOL) -> None:
+        """`ws` is uvicorn's WebSocket protocol: by default the voice server's (plain ASGI plus the direct
+        text channel, see bridge/adapters/direct_ws.py); "websockets-sansio" for uvicorn's own."""
         self.app = app
+        self._ws = ws
         self.host = host
         self.name = name
         self.timeout_s = timeout_s
@@ -43,7 +48,7 @@ class LoopbackServer:
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind((self.host, self._requested_port))
         config = uvicorn.Config(self.app, log_config=None, log_level="warning", lifespan=self._lifespan,
-                                access_log=False, ws_max_size=1 << 20)
+                                access_log=False, ws_max_size=1 << 20, ws=self._ws)
         self._server = uvicorn.Server(config)
         self._server.install_signal_handlers = lambda: None
         self._runner = asyncio.get_running_loop().create_task(
