@@ -6,7 +6,12 @@ This process is the load generator (`taskset -c 0`): N fake Twilio callers and a
 server, so both timestamps of every sample come from one clock. Prints a table and writes
 docs/benchmarks.md.
 
+With `--observability off,on` every voice run is done once per mode (alternating, so drift hits both):
+"on" points the voice server at a fake Opik backend and an OTLP/HTTP sink (bench/sinks.py, one small
+process on the load generator's core, not inside it) and the report compares CPU per call and p99.
+
     .venv/bin/python bench/bridge_latency.py [--calls 1,50,200] [--seconds 20] [--relay/--no-relay]
+        [--observability off,on]
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import os
 import re
+import select
 import shlex
 import signal
 import socket
@@ -63,6 +70,7 @@ LOAD_CORE = 0
 SERVER_CORE = 1
 NICE = -20
 P99_TARGET_MS = 20.0
+OBS_MODES = ("off", "on")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -112,7 +120,9 @@ async def wait_for_quiet_machine(own_pids: list[int], timeout_s: float = 10.0, l
 
 
 def base_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "TWILIO_", "SWITCHBOARD_", "AI_"))}
+    # OPIK_* / OTEL_* from the caller's shell would turn tracing on behind the bench's back: only --observability does.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("OPENAI_", "TWILIO_", "SWITCHBOARD_", "AI_", "OPIK_", "OTEL_"))}
     env.update(SWITCHBOARD_LOG_LEVEL="WARNING", SWITCHBOARD_SERVICE_TOKEN=SERVICE_TOKEN, **extra)
     return env
 
@@ -148,11 +158,78 @@ def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 15.0) -> N
             process.wait(timeout=5)
 
 
+class Sinks:
+    """bench/sinks.py as a subprocess next to the AI server: a fake Opik backend and an OTLP/HTTP sink that
+    answer at once and count what they get (GET /stats)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.process: subprocess.Popen[bytes] | None = None
+        self.opik_url = self.otlp_url = self.stats_url = ""
+
+    def start(self) -> None:
+        """Start it and read its URLs (blocks up to 15 s: called before any call is placed)."""
+        self.process = subprocess.Popen(
+            ["nice", "-n", str(NICE), "taskset", "-c", str(LOAD_CORE), sys.executable, str(REPO / "bench/sinks.py")],
+            env=base_env(), stdout=subprocess.PIPE, stderr=open(self.workdir / "sinks.log", "wb"),  # noqa: SIM115
+        )
+        assert self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], 15.0)
+        line = self.process.stdout.readline() if ready else b""
+        if not line:
+            stop_process(self.process)
+            raise RuntimeError(f"bench/sinks.py did not start: {(self.workdir / 'sinks.log').read_text()[-500:]}")
+        urls = json.loads(line)
+        self.opik_url, self.otlp_url, self.stats_url = urls["opik_url"], urls["otlp_url"], urls["stats_url"]
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    async def stats(self) -> dict[str, Any]:
+        async with httpx.AsyncClient() as http:
+            answer = await http.get(self.stats_url, timeout=5.0)
+            answer.raise_for_status()
+            return dict(answer.json())
+
+    def otel_env(self, service_name: str) -> dict[str, str]:
+        return {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": self.otlp_url, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_SERVICE_NAME": service_name, "OTEL_TRACES_EXPORTER": "otlp", "OTEL_METRICS_EXPORTER": "none",
+            "OTEL_LOGS_EXPORTER": "none", "OTEL_BSP_SCHEDULE_DELAY": "1000",
+        }
+
+    def voice_env(self) -> dict[str, str]:
+        return {"OPIK_URL_OVERRIDE": self.opik_url, "OPIK_PROJECT_NAME": "bench",
+                **self.otel_env("switchboard-voice")}
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)
+            if self.process.stdout is not None:
+                self.process.stdout.close()
+
+
+def sink_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """What the sinks received between two /stats readings (counters and per-key counter dicts)."""
+    out: dict[str, Any] = {}
+    for key, value in after.items():
+        if isinstance(value, dict):
+            old = before.get(key, {})
+            diff = {k: v - old.get(k, 0) for k, v in value.items() if v - old.get(k, 0)}
+            if diff:
+                out[key] = diff
+        else:
+            out[key] = value - before.get(key, 0)
+    return out
+
+
 class Stack:
     """The AI server (for the voice server) and the fake model's port, shared by every run."""
 
-    def __init__(self, workdir: Path, model_port: int) -> None:
+    def __init__(self, workdir: Path, model_port: int, ai_extra_env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
+        self.ai_extra_env = ai_extra_env or {}
         self.model_url = f"ws://127.0.0.1:{model_port}/v1/realtime"
         self.ai_port = free_port()
         self.ai_process: subprocess.Popen[bytes] | None = None
@@ -164,6 +241,7 @@ class Stack:
         env = base_env(AI_DATABASE_URL=self.db_url)
         subprocess.run([str(REPO / ".venv/bin/switchboard"), "tenants", "load", str(tenant_file)],
                        env=env, check=True, stdout=subprocess.DEVNULL, timeout=300)
+        env.update(self.ai_extra_env)
         self.ai_process = subprocess.Popen(
             ["nice", "-n", str(NICE), "taskset", "-c", str(LOAD_CORE), str(REPO / ".venv/bin/switchboard"), "serve", "ai",
              "--host", "127.0.0.1", "--port", str(self.ai_port)],
@@ -171,13 +249,14 @@ class Stack:
         )
         await wait_for_http(f"http://127.0.0.1:{self.ai_port}/health-check/ready")
 
-    def start_target(self, target: str, port: int) -> subprocess.Popen[bytes]:
+    def start_target(self, target: str, port: int, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = open(self.workdir / f"{target}-{port}.log", "wb")  # noqa: SIM115
         if target == "voice":
             env = base_env(
                 OPENAI_API_KEY="sk-bench", OPENAI_REALTIME_URL=self.model_url, TWILIO_AUTH_TOKEN=AUTH_TOKEN,
                 TWILIO_ACCOUNT_SID=ACCOUNT_SID, PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
                 AI_SERVER_URL=f"http://127.0.0.1:{self.ai_port}", SWITCHBOARD_DRAIN_TIMEOUT_S="10",
+                **(extra_env or {}),
             )
             command = [str(REPO / ".venv/bin/switchboard"), "serve", "voice", "--host", "127.0.0.1", "--port", str(port)]
         else:
@@ -236,10 +315,12 @@ async def place_call(gen: LoadGenerator, http: httpx.AsyncClient, target: str, p
 
 
 async def run_once(stack: Stack, gen: LoadGenerator, target: str, calls: int, seconds: float, scenario: Scenario,
-                   ramp_per_s: float, run_id: int) -> dict[str, Any]:
+                   ramp_per_s: float, run_id: int, obs: str | None = None,
+                   sinks: Sinks | None = None) -> dict[str, Any]:
     gen.reset(scenario)
     port = free_port()
-    process = stack.start_target(target, port)
+    sink_before = await sinks.stats() if sinks is not None else None
+    process = stack.start_target(target, port, sinks.voice_env() if sinks is not None and obs == "on" else None)
     try:
         if target == "voice":
             await wait_for_http(f"http://127.0.0.1:{port}/health-check/ready")
@@ -267,7 +348,9 @@ async def run_once(stack: Stack, gen: LoadGenerator, target: str, calls: int, se
         await asyncio.sleep(2.0)  # settle: every session open, greetings under way
         samples = gen.samples
         ai_pid = stack.ai_process.pid if stack.ai_process is not None else os.getpid()
+        sink_pid = sinks.pid if sinks is not None else None
         cores0, ai0 = core_busy_s(), cpu_seconds(ai_pid)
+        sink0 = cpu_seconds(sink_pid) if sink_pid is not None else 0.0
         cpu0, self0, wall0 = cpu_seconds(process.pid), process_cpu_s(), time.perf_counter()
         samples.window_start_ns = now_ns()
         rss_peak = rss_mb(process.pid)
@@ -278,6 +361,7 @@ async def run_once(stack: Stack, gen: LoadGenerator, target: str, calls: int, se
         samples.window_end_ns = now_ns()
         cpu1, self1, wall1 = cpu_seconds(process.pid), process_cpu_s(), time.perf_counter()
         cores1, ai1 = core_busy_s(), cpu_seconds(ai_pid)
+        sink1 = cpu_seconds(sink_pid) if sink_pid is not None else 0.0
         await asyncio.sleep(0.5)  # stragglers sent inside the window
         lag.stop()
         for caller in gen.callers:
@@ -286,16 +370,26 @@ async def run_once(stack: Stack, gen: LoadGenerator, target: str, calls: int, se
             async with asyncio.timeout(10):
                 while not all(c.closed for c in gen.callers):
                     await asyncio.sleep(0.05)
+        open_at_stop = sum(1 for c in gen.callers if not c.closed)
     finally:
-        stop_process(process)
+        stop_process(process)  # after every call hung up: the voice server flushes Opik's batches as it stops
         if os.environ.get("BENCH_KEEP_LOGS"):
             print(Path(stack.workdir / f"{target}-{port}.log").read_text()[-3000:], file=sys.stderr)
     window_s = wall1 - wall0
     row = summarize(gen, target, calls, window_s, cpu1 - cpu0, self1 - self0, rss_idle, rss_peak)
+    if obs is not None:
+        row["observability"] = obs
+    if sinks is not None and sink_before is not None:
+        # Everything the sinks got from the start of this voice server to its exit (calls ended, batches
+        # flushed); OTLP spans by service.name, the AI server's own exports included.
+        sink = sink_delta(sink_before, await sinks.stats())
+        sink["cpu_pct_window"] = 100 * (sink1 - sink0) / window_s
+        sink["calls_ended"] = len(gen.callers) - open_at_stop  # each should give one Opik trace when "on"
+        row["sink"] = sink
     # Other processes on this (shared) machine during the window, in % of a core, per core.
     row["foreign_core1_pct"] = max(0.0, 100 * ((cores1[SERVER_CORE] - cores0[SERVER_CORE]) - (cpu1 - cpu0)) / window_s)
     row["foreign_core0_pct"] = max(0.0, 100 * ((cores1[LOAD_CORE] - cores0[LOAD_CORE]) - (self1 - self0)
-                                               - (ai1 - ai0)) / window_s)
+                                               - (ai1 - ai0) - (sink1 - sink0)) / window_s)
     return row
 
 
@@ -358,10 +452,16 @@ HEADER = ("| server | calls | up p50 | up p99 | down p50 | down p99 | clear p50/
 RULE = "|" + "---|" * 16
 
 
+def server_label(r: dict[str, Any]) -> str:
+    if r["target"] != "voice":
+        return "bare relay"
+    return f"switchboard (obs {r['observability']})" if "observability" in r else "switchboard"
+
+
 def table_row(r: dict[str, Any]) -> str:
     greet = (f"{fmt(r['greet_pre_p50'], 1)} / {fmt(r['greet_cold_p50'], 1)}" if r["target"] == "voice"
              else f"- / {fmt(r['greet_cold_p50'], 1)}")
-    return (f"| {'switchboard' if r['target'] == 'voice' else 'bare relay'} | {r['calls']} | {fmt(r['up_p50'])} | "
+    return (f"| {server_label(r)} | {r['calls']} | {fmt(r['up_p50'])} | "
             f"{fmt(r['up_p99'])} | {fmt(r['down_p50'])} | {fmt(r['down_p99'])} | "
             f"{fmt(r['clear_p50'])} / {fmt(r['clear_p99'])} | {fmt(r['cancel_p50'])} / {fmt(r['cancel_p99'])} | "
             f"{greet} | {fmt(r['cpu_core_pct'], 0)} | {fmt(r['cpu_ms_per_call_s'], 3)} | "
@@ -372,16 +472,34 @@ def table_row(r: dict[str, Any]) -> str:
 
 def ratio_lines(rows: list[dict[str, Any]]) -> list[str]:
     lines = []
-    by = {(r["target"], r["calls"]): r for r in rows if r.get("kind") == "steady"}
-    for (target, calls), r in sorted(by.items(), key=lambda kv: kv[0][1]):
-        relay = by.get(("relay", calls))
+    by = {(r["target"], r.get("observability"), r["calls"]): r for r in rows if r.get("kind") == "steady"}
+    for (target, obs, calls), r in sorted(by.items(), key=lambda kv: kv[0][2]):
+        relay = by.get(("relay", None, calls))
         if target != "voice" or relay is None:
             continue
-        def ratio(key: str) -> str:
+        def ratio(key: str, r: dict[str, Any] = r, relay: dict[str, Any] = relay) -> str:
             a, b = r.get(key), relay.get(key)
             return f"{a / b:.1f}x" if a and b else "-"
-        lines.append(f"- {calls} calls: up p99 {ratio('up_p99')}, down p99 {ratio('down_p99')}, "
+        label = f"{calls} calls" if obs is None else f"{calls} calls, obs {obs}"
+        lines.append(f"- {label}: up p99 {ratio('up_p99')}, down p99 {ratio('down_p99')}, "
                      f"CPU {ratio('cpu_core_pct')} of the bare relay")
+    return lines
+
+
+def observability_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Per call count run with observability both off and on: what "on" costs (the last run of each)."""
+    by = {(r["calls"], r["observability"]): r for r in rows
+          if r.get("kind") == "steady" and r["target"] == "voice" and "observability" in r}
+    lines = []
+    for calls in sorted({c for c, _ in by}):
+        off, on = by.get((calls, "off")), by.get((calls, "on"))
+        if off is None or on is None:
+            continue
+        a, b = off["cpu_ms_per_call_s"], on["cpu_ms_per_call_s"]
+        cost = f"{100 * (b - a) / a:+.1f} %" if a else "-"
+        lines.append(f"{calls} calls: observability on costs {cost} CPU per call·s ({a:.3f} -> {b:.3f} ms), "
+                     f"up p99 {fmt(off['up_p99'])} -> {fmt(on['up_p99'])} ms, "
+                     f"down p99 {fmt(off['down_p99'])} -> {fmt(on['down_p99'])} ms")
     return lines
 
 
@@ -412,23 +530,36 @@ async def main(args: argparse.Namespace) -> int:
         os.setpriority(os.PRIO_PROCESS, 0, NICE)
     counts = [int(x) for x in args.calls.split(",") if x.strip()]
     targets = ["voice", "relay"] if args.relay else ["voice"]
+    modes = [x.strip() for x in args.observability.split(",") if x.strip()]
+    if not modes or any(m not in OBS_MODES for m in modes) or len(set(modes)) != len(modes):
+        raise SystemExit(f"--observability: a comma list among {','.join(OBS_MODES)}, got {args.observability!r}")
+    # Default (off only): rows and report exactly as before, no sinks. Otherwise every voice row says its mode.
+    obs_modes: list[str | None] = [None] if modes == ["off"] else list(modes)
     scenario = Scenario(session_created_delay_s=args.model_delay_ms / 1000)
     gen = LoadGenerator(scenario)
     await gen.start_model_server()
     rows: list[dict[str, Any]] = []
     run_id = int(time.time()) & 0xFFFFFF
     with tempfile.TemporaryDirectory(prefix="switchboard-bench-") as tmp:
+        sinks = Sinks(Path(tmp)) if obs_modes != [None] else None
         stack = Stack(Path(tmp), gen.model_port)
         try:
+            if sinks is not None:
+                sinks.start()
+                await wait_for_http(sinks.stats_url)
+                if "on" in modes:  # the AI server is shared by every run: traced for all of them
+                    stack.ai_extra_env = sinks.otel_env("switchboard-ai")
             await stack.start_ai()
 
-            async def run(target: str, calls: int, seconds: float, scn: Scenario, kind: str) -> dict[str, Any]:
+            async def run(target: str, calls: int, seconds: float, scn: Scenario, kind: str,
+                          obs: str | None = None) -> dict[str, Any]:
                 nonlocal run_id
-                own = [stack.ai_process.pid] if stack.ai_process is not None else []
+                own = [p.pid for p in (stack.ai_process, sinks and sinks.process) if p is not None]
                 for attempt in range(2):
                     await wait_for_quiet_machine(own)
                     run_id += 1
-                    row = await run_once(stack, gen, target, calls, seconds, scn, args.ramp_per_s, run_id)
+                    row = await run_once(stack, gen, target, calls, seconds, scn, args.ramp_per_s, run_id,
+                                         obs if target == "voice" else None, sinks if target == "voice" else None)
                     row["kind"], row["attempt"] = kind, attempt + 1
                     busy = max(row["foreign_core0_pct"], row["foreign_core1_pct"])
                     if row["holds"] or busy < 10.0:
@@ -442,33 +573,47 @@ async def main(args: argparse.Namespace) -> int:
             print(HEADER)
             print(RULE, flush=True)
             last: dict[str, Any] | None = None
-            for calls in counts:
+
+            async def run_all(calls: int) -> dict[str, Any]:
+                """Every target at this call count, the voice server once per observability mode (in the
+                listed order, back to back so drift hits both); returns the first mode's voice row."""
+                first: dict[str, Any] | None = None
                 for target in targets:
-                    row = await run(target, calls, args.seconds, scenario, "steady")
-                    if target == "voice":
-                        last = row
+                    for obs in (obs_modes if target == "voice" else [None]):
+                        row = await run(target, calls, args.seconds, scenario, "steady", obs)
+                        if target == "voice" and first is None:
+                            first = row
+                assert first is not None
+                return first
+
+            for calls in counts:
+                last = await run_all(calls)
             if args.find_max and last is not None:
-                # Step up while the voice server holds p99 <= 20 ms (bounded), else step down once.
+                # Step up while the voice server (first observability mode listed) holds p99 <= 20 ms
+                # (bounded), else step down once.
                 step, calls, steps = 100, last["calls"], 0
                 holds = last["holds"]
                 while steps < args.max_steps:
                     steps += 1
                     calls = calls + step if holds else max(1, calls - step // 2)
-                    for target in targets:
-                        row = await run(target, calls, args.seconds, scenario, "steady")
-                        if target == "voice":
-                            voice_row = row
+                    voice_row = await run_all(calls)
                     if voice_row["holds"] != holds:
                         break
                     holds = voice_row["holds"]
             if args.pacing:
                 burst = Scenario(session_created_delay_s=args.model_delay_ms / 1000, burst=True, response_ms=3000,
                                  barge_in_at_ms=1500)
-                for target in targets:
-                    await run(target, 1, 10, burst, "burst")
+                for target in targets:  # pacing is not about observability: first mode only
+                    await run(target, 1, 10, burst, "burst", obs_modes[0])
         finally:
             stack.stop()
+            if sinks is not None:
+                sinks.stop()
     await gen.stop_model_server()
+    comparison = observability_lines(rows)
+    if comparison:
+        print()
+        print("\n".join(comparison), flush=True)
     report = render_report(rows, args)
     print()
     print(report)
@@ -482,9 +627,34 @@ async def main(args: argparse.Namespace) -> int:
 def render_report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     steady = [r for r in rows if r["kind"] == "steady"]
     burst = [r for r in rows if r["kind"] == "burst"]
-    holding = [r["calls"] for r in steady if r["target"] == "voice" and r["holds"]]
-    failing = [r["calls"] for r in steady if r["target"] == "voice" and not r["holds"]]
     relay_holding = [r["calls"] for r in steady if r["target"] == "relay" and r["holds"]]
+    held = []
+    for obs in dict.fromkeys(r.get("observability") for r in steady if r["target"] == "voice"):
+        voice = [r for r in steady if r["target"] == "voice" and r.get("observability") == obs]
+        holding = [str(r["calls"]) for r in voice if r["holds"]]
+        failing = [str(r["calls"]) for r in voice if not r["holds"]]
+        held.append(f"{'switchboard' if obs is None else f'switchboard (obs {obs})'} held at "
+                    f"{', '.join(holding) or 'none'}; failed at {', '.join(failing) or 'none'}")
+    if not held:
+        held.append("switchboard held at none; failed at none")
+    comparison = observability_lines(rows)
+    obs_notes: list[str] = []
+    if any("observability" in r for r in rows):
+        obs_notes = [
+            f"- Observability ({args.observability}): each voice run is done once per mode, back to back in "
+            "that order for each call count. \"on\" starts the voice server with `OPIK_URL_OVERRIDE` (a fake Opik "
+            "backend), `OPIK_PROJECT_NAME=bench`, `OTEL_EXPORTER_OTLP_ENDPOINT` (an OTLP/HTTP sink), "
+            "`OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf`, `OTEL_SERVICE_NAME=switchboard-voice`, "
+            "`OTEL_TRACES_EXPORTER=otlp`, `OTEL_METRICS_EXPORTER=none`, `OTEL_LOGS_EXPORTER=none`, "
+            "`OTEL_BSP_SCHEDULE_DELAY=1000`; \"off\" with no OPIK_*/OTEL_* variable. Both sinks are one "
+            f"small process (bench/sinks.py, core {LOAD_CORE}, not the load generator) answering 204/200 at once "
+            "and counting what they get; `sink` in each voice run's JSON row is what they received from that "
+            "voice server's start to its exit (calls hung up, batches flushed), OTLP spans by `service.name`. "
+            + ("The AI server, shared by every run, exports OTel spans to the same sink in all runs "
+               "(`OTEL_SERVICE_NAME=switchboard-ai`, same other OTEL_* variables), \"off\" ones included. "
+               if "on" in args.observability.split(",") else "")
+            + "Prometheus metrics are always on.",
+        ]
     command = ".venv/bin/python bench/bridge_latency.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     lines = [
         "# Benchmarks",
@@ -512,6 +682,7 @@ def render_report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "pre-open = webhook answered first (model session opened at webhook time), at start = stream only "
         "(session opened when the stream starts). CPU and RSS from /proc of the server process over the window; "
         "RSS MB/call = (peak RSS - idle RSS) / calls. lost = frames sent in the window and never received.",
+        *obs_notes,
         "",
         HEADER,
         RULE,
@@ -521,11 +692,17 @@ def render_report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "",
         *ratio_lines(rows),
         "",
-        f"Calls per core at p99 <= {P99_TARGET_MS:g} ms both ways, no loss: switchboard held at "
-        f"{', '.join(map(str, holding)) or 'none'}; failed at {', '.join(map(str, failing)) or 'none'}. "
+        f"Calls per core at p99 <= {P99_TARGET_MS:g} ms both ways, no loss: {'. '.join(held)}. "
         f"Bare relay held at {', '.join(map(str, relay_holding)) or 'none'}.",
         "",
     ]
+    if comparison:
+        lines += [
+            "### Observability off vs on (target: under 5 % more CPU per call)",
+            "",
+            *[f"- {line}" for line in comparison],
+            "",
+        ]
     if burst:
         lines += [
             "### What pacing does (1 call, model audio in a burst as the real service sends it)",
@@ -539,14 +716,13 @@ def render_report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
             "|---|---|---|---|---|",
         ]
         for r in burst:
-            lines.append(f"| {'switchboard' if r['target'] == 'voice' else 'bare relay'} | {fmt(r['down_p50'])} | "
+            lines.append(f"| {server_label(r)} | {fmt(r['down_p50'])} | "
                          f"{fmt(r['down_max'])} | {fmt(r['max_lead_ms'], 0)} | "
                          f"{', '.join(fmt(x, 0) for x in r['cleared_ms'][:6]) or '-'} |")
         lines.append("")
     lines.append("Raw rows (JSON, one per run):")
     lines.append("")
     lines.append("```")
-    import json
     for r in rows:
         compact = {key: (round(v, 3) if isinstance(v, float) else v) for key, v in r.items() if key != "cleared_ms"}
         lines.append(json.dumps(compact))
@@ -567,6 +743,9 @@ def parse_args() -> argparse.Namespace:
                         help="also run 1 call with burst model audio to show pacing")
     parser.add_argument("--ramp-per-s", type=float, default=50.0, help="new calls per second during ramp-up")
     parser.add_argument("--model-delay-ms", type=float, default=150.0, help="fake model's session.created delay")
+    parser.add_argument("--observability", default="off",
+                        help="comma list among off,on: run the voice server once per mode at each call count "
+                             "(on = Opik + OpenTelemetry to local sinks) and compare")
     parser.add_argument("--output", default="docs/benchmarks.md", help="report file ('' for none)")
     return parser.parse_args()
 
