@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -113,9 +114,11 @@ async def test_a_call_is_one_trace_with_a_span_per_response_and_tool_carrying_us
                     await asyncio.sleep(0.05)
                     conversation = await stack.conversation(caller.call_sid)
             model_usages = [e["response"]["usage"] for e in session.sent if e["type"] == "response.done"]
-        assert await asyncio.to_thread(tracer.flush, 10)
+        # The voice server ran the tracer's sender and, stopping, sent what was queued: nothing is left.
+        assert tracer.sent_traces == 1 and tracer.sent_spans == len(fake_opik.spans())
+        assert await tracer.flush(10)
     finally:
-        await asyncio.to_thread(tracer.close, 5)
+        await tracer.aclose(5)
 
     [trace] = fake_opik.traces()
     # The App server's conversation links to the trace.
@@ -168,11 +171,13 @@ async def test_a_call_is_one_trace_with_a_span_per_response_and_tool_carrying_us
 
 
 async def test_sending_spans_never_waits_for_a_slow_opik_backend() -> None:
-    """The SDK queues and sends from its own threads: a backend that takes 3 s per request costs the
-    event loop nothing (the margins are wide: this checks "never waits for the backend", not speed)."""
+    """Spans are queued in memory and sent by the tracer's own task: a backend that takes 3 s per request
+    costs the calls nothing (the margins are wide: this checks "never waits for the backend", not speed)."""
     with FakeOpik(delay_s=3.0) as slow_backend:
         tracer = OpikTracer.from_environment(_opik_env(slow_backend), prices=load_price_table({}),
-                                             vendor="openai", model="gpt-realtime", clock=SystemClock())
+                                             vendor="openai", model="gpt-realtime", clock=SystemClock(),
+                                             flush_interval_s=0.2, batch_size=100)
+        sender = asyncio.create_task(tracer.run(), name="opik-sender")
         try:
             usage = {"total_tokens": 30, "input_tokens": 20, "output_tokens": 10,
                      "input_token_details": {"text_tokens": 5, "audio_tokens": 15, "cached_tokens": 0},
@@ -194,12 +199,17 @@ async def test_sending_spans_never_waits_for_a_slow_opik_backend() -> None:
             assert elapsed_s < 2.5
             assert slowest_s < 1.0
             await asyncio.to_thread(slow_backend.wait_for, lambda: len(slow_backend.spans()) > 0, 20)
+            await tracer.aclose(30)
         finally:
-            await asyncio.to_thread(tracer.close, 30)
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
         assert len(slow_backend.spans()) == 500
+        # Batched: five requests of 100, not 500 of one.
+        assert sum(1 for r in slow_backend.requests if r.path.endswith("/spans/batch")) == 5
 
 
-def test_tracing_is_off_without_opik_variables_and_on_with_them(fake_opik: FakeOpik) -> None:
+async def test_tracing_is_off_without_opik_variables_and_on_with_them(fake_opik: FakeOpik) -> None:
     settings = VoiceSettings(OPENAI_API_KEY="sk-test", TWILIO_AUTH_TOKEN="token")
     assert build_observer_factory(settings, environ={"OPIK_PROJECT_NAME": "only-a-name"}) is NullObserver
 
@@ -213,10 +223,11 @@ def test_tracing_is_off_without_opik_variables_and_on_with_them(fake_opik: FakeO
     from switchboard.bridge.timeline import TurnTimeline
 
     observer.call_ended(end_reason="end_call", duration_s=12.5, usage={}, timeline=TurnTimeline())
-    fake_opik.wait_for(lambda: len(fake_opik.traces()) == 1, 10)
+    tracer = factory.__self__  # type: ignore[attr-defined]  # the bound OpikTracer.observer
+    assert await tracer.flush(10)
     [trace] = fake_opik.traces()
     assert trace["id"] == trace_id
     assert trace["metadata"]["end_reason"] == "end_call" and trace["metadata"]["is_sip_call"] is True
     assert trace["tags"] == ["acme", "end_call"]
-    tracer = factory.__self__  # type: ignore[attr-defined]  # the bound OpikTracer.observer
-    tracer.close(5)
+    request = next(r for r in fake_opik.requests if r.path.endswith("/traces/batch"))
+    assert request.headers.get("Comet-Workspace") == "default"

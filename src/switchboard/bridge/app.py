@@ -182,6 +182,10 @@ def create_app(
             async with asyncio.TaskGroup() as tasks:
                 registry.tasks = tasks
                 outbox_task = tasks.create_task(delivery.run(), name="app-outbox") if delivery is not None else None
+                # A tracer behind the observer factory (Opik) sends from its own task, with the app.
+                tracer: Any = getattr(observer_factory, "__self__", None)
+                tracer_task = (tasks.create_task(tracer.run(), name="opik-sender")
+                               if callable(getattr(tracer, "run", None)) else None)
                 yield
                 # Shutdown: calls still live here were not drained (drain timeout): end them now.
                 for call in list(registry.calls.values()):
@@ -193,14 +197,12 @@ def create_app(
                     with contextlib.suppress(TimeoutError):
                         await delivery.wait_until_idle(settings.close_timeout_s)
                     outbox_task.cancel()
+                if tracer_task is not None and tracer is not None:
+                    await tracer.aclose(settings.close_timeout_s * 2)  # bounded: what the ended calls traced
+                    tracer_task.cancel()
         finally:
             registry.tasks = None
             await ai_http.aclose()
-            # A tracer behind the observer factory (Opik) flushes what it still holds, bounded.
-            close_tracer = getattr(getattr(observer_factory, "__self__", None), "close", None)
-            if callable(close_tracer):
-                with contextlib.suppress(Exception):
-                    await asyncio.to_thread(close_tracer, settings.close_timeout_s * 2)
             for resource in owned:
                 with contextlib.suppress(Exception):
                     await resource.aclose()

@@ -1,19 +1,31 @@
 """Opik tracing of calls: one trace per call, a span per model response and per tool call, with usage and cost.
 
-Nothing here does I/O or waits: the Opik SDK puts each span and trace on an in-memory queue (bounded,
-drop-oldest) and its own threads send them in batches. A span is created once, complete, when its
-response or tool call has finished, and the trace when the call ends (Opik accepts spans before their
-trace), so no update can race a create in the SDK's batches. A tracing failure is logged and never
-reaches the call.
+Configuration is Opik's own (`opik.config`: OPIK_URL_OVERRIDE, OPIK_API_KEY, OPIK_WORKSPACE,
+OPIK_PROJECT_NAME, or ~/.opik.config), the ids are the SDK's (UUIDv7) and the bodies are the ones the
+SDK posts to Opik's REST API (`/v1/private/spans/batch`, `/v1/private/traces/batch`). The sending is
+ours: the SDK's message pipeline (per-span processors, replay database, size estimation, gzip in its
+threads) measured about 1.4 ms of CPU per span, which alone broke the 5 % overhead budget of a call
+(docs/benchmarks.md). Here a span is a dict appended to a bounded in-memory queue (microseconds, no
+I/O, never waits); one sender task posts whatever is queued, batched across calls, once a second,
+with a few retries; if Opik is down long enough for the queue to fill, the oldest spans are dropped
+and counted. A span is created once, complete, when its response or tool call has finished, and the
+trace when the call ends (Opik accepts spans before their trace). A tracing failure is logged and
+never reaches the call.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
+from collections import deque
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import httpx
+import orjson
 
 from switchboard.bridge.observability import CallObserver
 from switchboard.bridge.timeline import TurnTimeline
@@ -36,33 +48,16 @@ SDK_DEFAULTS = {
 }
 
 
-_sdk_prepared = False
-
-
-def _prepare_sdk() -> None:
-    """Our SDK defaults, and a CA-bundle path turned into an SSLContext before Opik builds its httpx client
-    (given SSL_CERT_FILE, Opik 2.2 passes httpx the path, which httpx 0.28 deprecates)."""
-    global _sdk_prepared
+def _opik_config(environ: Mapping[str, str]) -> Any:
+    """Opik's own configuration (its variables, or ~/.opik.config), with our SDK defaults applied first."""
     for name, value in SDK_DEFAULTS.items():
         os.environ.setdefault(name, value)
-    if _sdk_prepared:
-        return
-    import ssl
+    from opik.config import get_from_user_inputs
 
-    from opik import hooks
-
-    class _CABundleAsContext(hooks.HttpxClientHook):
-        def __init__(self) -> None:
-            super().__init__(client_modifier=None, client_init_arguments=None)
-
-        def update_init_arguments(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-            verify = kwargs.get("verify")
-            if isinstance(verify, str):
-                kwargs["verify"] = ssl.create_default_context(cafile=verify)
-            return kwargs
-
-    hooks.add_httpx_client_hook(_CABundleAsContext())
-    _sdk_prepared = True
+    return get_from_user_inputs(
+        url_override=environ.get("OPIK_URL_OVERRIDE") or None, api_key=environ.get("OPIK_API_KEY") or None,
+        workspace=environ.get("OPIK_WORKSPACE") or None, project_name=environ.get("OPIK_PROJECT_NAME") or None,
+    )
 
 
 def is_opik_configured(environ: Mapping[str, str]) -> bool:
@@ -98,44 +93,147 @@ def _usage_fields(tokens: RealtimeTokens, usage: Mapping[str, Any]) -> dict[str,
     }
 
 
-class OpikTracer:
-    """One Opik client for the process; `observer()` builds the per-call observer (an `ObserverFactory`)."""
+def _opik_usage(usage: dict[str, int]) -> dict[str, int]:
+    """Usage as Opik's SDK sends it: the OpenAI-style totals plus every reported key as `original_usage.<key>`."""
+    result: dict[str, int] = {key: usage[key] for key in ("completion_tokens", "prompt_tokens", "total_tokens") if key in usage}
+    result.update({f"original_usage.{key}": value for key, value in usage.items()})
+    return result
 
-    def __init__(self, client: Any, *, prices: PriceTable, vendor: str, model: str, clock: Clock) -> None:
+
+def _opik_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class OpikTracer:
+    """One per process: builds per-call observers (`observer`, an `ObserverFactory`) and sends what they
+    record. Run `run()` for as long as calls are traced; `aclose()` sends what is left, bounded."""
+
+    def __init__(self, *, base_url: str, headers: Mapping[str, str], project_name: str, prices: PriceTable,
+                 vendor: str, model: str, clock: Clock, flush_interval_s: float = 1.0, batch_size: int = 200,
+                 max_queued: int = 20_000, request_timeout_s: float = 10.0, retries: int = 3,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         from opik import id_helpers
 
-        self.client = client
+        self.base_url = base_url.rstrip("/")
+        self.headers = dict(headers)
+        self.project_name = project_name
         self.prices = prices
         self.vendor = vendor
         self.model = model
         self.clock = clock
         self.new_id: Callable[[], str] = id_helpers.generate_id
+        self.flush_interval_s = flush_interval_s
+        self.batch_size = batch_size
+        self.request_timeout_s = request_timeout_s
+        self.retries = retries
+        self._transport = transport
+        self._spans: deque[dict[str, Any]] = deque(maxlen=max_queued)
+        self._traces: deque[dict[str, Any]] = deque(maxlen=max_queued)
+        self._queued = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.dropped = 0
+        self.sent_spans = 0
+        self.sent_traces = 0
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str], *, prices: PriceTable, vendor: str, model: str,
-                         clock: Clock) -> OpikTracer:
-        """Connect with Opik's own variables (OPIK_URL_OVERRIDE, OPIK_API_KEY, OPIK_WORKSPACE,
-        OPIK_PROJECT_NAME). Creating the client does no network I/O; the SDK's sender threads start here."""
-        _prepare_sdk()
-        import opik
-
-        client = opik.Opik(
-            host=environ.get("OPIK_URL_OVERRIDE") or None, api_key=environ.get("OPIK_API_KEY") or None,
-            workspace=environ.get("OPIK_WORKSPACE") or None, project_name=environ.get("OPIK_PROJECT_NAME") or None,
-            _show_misconfiguration_message=False,
-        )
-        return cls(client, prices=prices, vendor=vendor, model=model, clock=clock)
+                         clock: Clock, **options: Any) -> OpikTracer:
+        """Opik's own variables (OPIK_URL_OVERRIDE, OPIK_API_KEY, OPIK_WORKSPACE, OPIK_PROJECT_NAME). No I/O."""
+        config = _opik_config(environ)
+        headers = {"Comet-Workspace": config.workspace, "Content-Type": "application/json"}
+        if config.api_key:
+            headers["Authorization"] = config.api_key
+        return cls(base_url=config.url_override, headers=headers, project_name=config.project_name,
+                   prices=prices, vendor=vendor, model=model, clock=clock, **options)
 
     def observer(self) -> CallObserver:
         return OpikCallObserver(self)
 
-    def flush(self, timeout_s: float) -> bool:
-        """Send everything queued. Blocks the calling thread: from async code use `asyncio.to_thread`."""
-        return bool(self.client.flush(timeout=timeout_s))
+    # ------------------------------------------------------------------ queueing (event loop, no I/O)
+    def _enqueue(self, queue: deque[dict[str, Any]], item: dict[str, Any]) -> None:
+        if len(queue) == queue.maxlen:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.warning("opik.queue_full", dropped=self.dropped)
+        queue.append(item)
+        self._idle.clear()
+        self._queued.set()
 
-    def close(self, timeout_s: float) -> None:
-        """Flush and stop the SDK's threads. Blocks: from async code use `asyncio.to_thread`."""
-        self.client.end(timeout=timeout_s)
+    def submit_span(self, span: dict[str, Any]) -> None:
+        span["project_name"] = self.project_name
+        self._enqueue(self._spans, span)
+
+    def submit_trace(self, trace: dict[str, Any]) -> None:
+        trace["project_name"] = self.project_name
+        self._enqueue(self._traces, trace)
+
+    # ------------------------------------------------------------------ sending (one task)
+    async def run(self) -> None:
+        """Send batches until cancelled: spans first, then traces, every `flush_interval_s` when there is work."""
+        async with httpx.AsyncClient(base_url=self.base_url, headers=self.headers,
+                                     timeout=httpx.Timeout(self.request_timeout_s, connect=min(5.0, self.request_timeout_s)),
+                                     transport=self._transport) as http:
+            while True:
+                await self._queued.wait()
+                await asyncio.sleep(self.flush_interval_s)
+                try:
+                    await self._send_all(http)
+                except Exception as exc:  # tracing never takes the server down
+                    log.warning("opik.send_failed", error=type(exc).__name__, detail=str(exc)[:200])
+
+    async def _send_all(self, http: httpx.AsyncClient) -> None:
+        self._queued.clear()
+        for queue, path, key in ((self._spans, "/v1/private/spans/batch", "spans"),
+                                 (self._traces, "/v1/private/traces/batch", "traces")):
+            while queue:
+                batch = [queue.popleft() for _ in range(min(self.batch_size, len(queue)))]
+                if await self._post(http, path, {key: batch}):
+                    if key == "spans":
+                        self.sent_spans += len(batch)
+                    else:
+                        self.sent_traces += len(batch)
+        if not self._spans and not self._traces:
+            self._idle.set()
+
+    async def _post(self, http: httpx.AsyncClient, path: str, body: dict[str, Any]) -> bool:
+        try:
+            content = orjson.dumps(body, default=str, option=orjson.OPT_NON_STR_KEYS)
+        except (TypeError, orjson.JSONEncodeError) as exc:
+            log.warning("opik.batch_unserialisable", path=path, error=str(exc)[:200])
+            return False
+        delay_s = 0.5
+        for attempt in range(self.retries + 1):
+            try:
+                response = await http.post(path, content=content)
+            except httpx.HTTPError as exc:
+                problem = type(exc).__name__
+            else:
+                if response.status_code < 300:
+                    return True
+                problem = f"HTTP {response.status_code}"
+                if response.status_code < 500 and response.status_code != 429:
+                    break  # Opik refused this batch: retrying will not help
+            if attempt < self.retries:
+                await asyncio.sleep(delay_s)
+                delay_s *= 2
+        log.warning("opik.batch_dropped", path=path, items=len(next(iter(body.values()))), problem=problem)
+        return False
+
+    async def aclose(self, timeout_s: float) -> None:
+        """Wait (bounded) until everything queued is sent; `run()` is then cancelled by its owner."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
+
+    async def flush(self, timeout_s: float) -> bool:
+        """Send what is queued now (tests, shutdown); True if everything was accepted."""
+        before = self.dropped
+        async with httpx.AsyncClient(base_url=self.base_url, headers=self.headers,
+                                     timeout=httpx.Timeout(timeout_s), transport=self._transport) as http:
+            async with asyncio.timeout(timeout_s):
+                await self._send_all(http)
+        return self.dropped == before and not self._spans and not self._traces
 
 
 class OpikCallObserver:
@@ -189,14 +287,21 @@ class OpikCallObserver:
                                 price_table_as_of=tracer.prices.as_of)
             else:
                 metadata["cost"] = f"{tracer.vendor}/{tracer.model} is not in the price table"
-            tracer.client.span(
-                trace_id=self._trace(), name="response", type="llm",
-                start_time=self._wall(started_at if started_at is not None else ended_at),
-                end_time=self._wall(ended_at), metadata=metadata, output={"status": status},
-                usage=_usage_fields(tokens, usage or {}) if usage else None,
-                model=tracer.model, provider=tracer.vendor if tracer.vendor != "local" else None,
-                total_cost=cost.total if cost is not None else None,
-            )
+            span: dict[str, Any] = {
+                "id": tracer.new_id(), "trace_id": self._trace(), "name": "response", "type": "llm",
+                "start_time": _opik_time(self._wall(started_at if started_at is not None else ended_at)),
+                "end_time": _opik_time(self._wall(ended_at)), "output": {"status": status},
+                "metadata": metadata, "model": tracer.model, "source": "sdk",
+            }
+            if tracer.vendor != "local":
+                span["provider"] = tracer.vendor
+            if usage:
+                fields = _usage_fields(tokens, usage)
+                metadata["usage"] = fields
+                span["usage"] = _opik_usage(fields)
+            if cost is not None:
+                span["total_estimated_cost"] = cost.total
+            tracer.submit_span(span)
         except Exception as exc:  # tracing never ends a call
             self._report_failure("response_done", exc)
 
@@ -213,13 +318,16 @@ class OpikCallObserver:
                 message = output.get("error") if isinstance(output, dict) else None
                 error_info = {"exception_type": "ToolCallFailed", "message": str(message or result)[:500],
                               "traceback": ""}
-            tracer.client.span(
-                trace_id=self._trace(), name=name, type="tool",
-                start_time=self._wall(ended_at - duration_ms / 1000.0), end_time=self._wall(ended_at),
-                input={"arguments": _tool_payload(arguments)}, output={"result": output},
-                metadata={"tool": name, "duration_ms": round(duration_ms, 3), "ok": not failed},
-                error_info=error_info,
-            )
+            span: dict[str, Any] = {
+                "id": tracer.new_id(), "trace_id": self._trace(), "name": name, "type": "tool",
+                "start_time": _opik_time(self._wall(ended_at - duration_ms / 1000.0)),
+                "end_time": _opik_time(self._wall(ended_at)),
+                "input": {"arguments": _tool_payload(arguments)}, "output": {"result": output},
+                "metadata": {"tool": name, "duration_ms": round(duration_ms, 3), "ok": not failed}, "source": "sdk",
+            }
+            if error_info is not None:
+                span["error_info"] = error_info
+            tracer.submit_span(span)
         except Exception as exc:  # tracing never ends a call
             self._report_failure("tool_finished", exc)
 
@@ -238,11 +346,12 @@ class OpikCallObserver:
                 "tool_calls": self._tool_calls, "latency": timeline.summary(), "turns": timeline.turns,
                 "barge_in_reactions_ms": timeline.barge_in_reactions_ms,
             }
-            tracer.client.trace(
-                id=self._trace(), name="call", start_time=self._wall(self._started_at), end_time=self._wall(now),
-                input={key: attributes[key] for key in ("tenant", "caller", "is_sip_call") if key in attributes},
-                output={"end_reason": end_reason, "duration_s": round(duration_s, 3)},
-                metadata=metadata, tags=[tag for tag in (tenant, end_reason) if tag],
-            )
+            tracer.submit_trace({
+                "id": self._trace(), "name": "call", "start_time": _opik_time(self._wall(self._started_at)),
+                "end_time": _opik_time(self._wall(now)),
+                "input": {key: attributes[key] for key in ("tenant", "caller", "is_sip_call") if key in attributes},
+                "output": {"end_reason": end_reason, "duration_s": round(duration_s, 3)},
+                "metadata": metadata, "tags": [tag for tag in (tenant, end_reason) if tag], "source": "sdk",
+            })
         except Exception as exc:  # tracing never ends a call
             self._report_failure("call_ended", exc)
