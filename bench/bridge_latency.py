@@ -234,6 +234,8 @@ class Stack:
         self.ai_port = free_port()
         self.ai_process: subprocess.Popen[bytes] | None = None
         self.db_url = f"sqlite+aiosqlite:///{workdir}/ai.db"
+        self.app_port = free_port()
+        self.app_process: subprocess.Popen[bytes] | None = None
 
     async def start_ai(self) -> None:
         tenant_file = self.workdir / "bench-tenants.yaml"
@@ -249,6 +251,17 @@ class Stack:
         )
         await wait_for_http(f"http://127.0.0.1:{self.ai_port}/health-check/ready")
 
+    async def start_app(self) -> None:
+        """The App server the voice server records conversations to (without it the outbox would retry and
+        overflow, which is not the steady state being measured)."""
+        env = base_env(APP_DATABASE_URL=f"sqlite+aiosqlite:///{self.workdir}/app.db")
+        self.app_process = subprocess.Popen(
+            ["nice", "-n", str(NICE), "taskset", "-c", str(LOAD_CORE), str(REPO / ".venv/bin/switchboard"), "serve",
+             "app", "--host", "127.0.0.1", "--port", str(self.app_port)],
+            env=env, stdout=subprocess.DEVNULL, stderr=open(self.workdir / "app.log", "wb"),  # noqa: SIM115
+        )
+        await wait_for_http(f"http://127.0.0.1:{self.app_port}/health-check/ready")
+
     def start_target(self, target: str, port: int, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = open(self.workdir / f"{target}-{port}.log", "wb")  # noqa: SIM115
         if target == "voice":
@@ -256,6 +269,7 @@ class Stack:
                 OPENAI_API_KEY="sk-bench", OPENAI_REALTIME_URL=self.model_url, TWILIO_AUTH_TOKEN=AUTH_TOKEN,
                 TWILIO_ACCOUNT_SID=ACCOUNT_SID, PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
                 AI_SERVER_URL=f"http://127.0.0.1:{self.ai_port}", SWITCHBOARD_DRAIN_TIMEOUT_S="10",
+                APP_SERVER_URL=f"http://127.0.0.1:{self.app_port}", SWITCHBOARD_OUTBOX_DIR=str(self.workdir / "outbox"),
                 **(extra_env or {}),
             )
             command = [str(REPO / ".venv/bin/switchboard"), "serve", "voice", "--host", "127.0.0.1", "--port", str(port)]
@@ -269,8 +283,9 @@ class Stack:
                                 stdout=subprocess.DEVNULL, stderr=log)
 
     def stop(self) -> None:
-        if self.ai_process is not None:
-            stop_process(self.ai_process)
+        for process in (self.ai_process, self.app_process):
+            if process is not None:
+                stop_process(process)
 
 
 # --------------------------------------------------------------------------- one run
@@ -550,11 +565,12 @@ async def main(args: argparse.Namespace) -> int:
                 if "on" in modes:  # the AI server is shared by every run: traced for all of them
                     stack.ai_extra_env = sinks.otel_env("switchboard-ai")
             await stack.start_ai()
+            await stack.start_app()
 
             async def run(target: str, calls: int, seconds: float, scn: Scenario, kind: str,
                           obs: str | None = None) -> dict[str, Any]:
                 nonlocal run_id
-                own = [p.pid for p in (stack.ai_process, sinks and sinks.process) if p is not None]
+                own = [p.pid for p in (stack.ai_process, stack.app_process, sinks and sinks.process) if p is not None]
                 for attempt in range(2):
                     await wait_for_quiet_machine(own)
                     run_id += 1

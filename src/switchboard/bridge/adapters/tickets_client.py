@@ -240,7 +240,8 @@ class AppServerOutbox:
     conversation for messages whose open was dropped.
 
     Durability: every queued item is appended to `spool_dir/app-outbox.jsonl` by `run()` within
-    one file write of being queued (not fsynced: it survives the process, not power loss);
+    `spool_write_interval_s` (50 ms) plus one file write of being queued, everything queued in that window
+    in one write (not fsynced: it survives the process, not power loss);
     `run()` replays the spool of a previous process first. One spool_dir per process.
     """
 
@@ -257,6 +258,7 @@ class AppServerOutbox:
         request_timeout_s: float = 5.0,
         delivery_concurrency: int = 4,
         spool_compact_slack_records: int = 1_000,
+        spool_write_interval_s: float = 0.05,
     ) -> None:
         if (
             max_pending < 1 or retry_initial_s <= 0 or retry_max_s < retry_initial_s or request_timeout_s <= 0
@@ -279,6 +281,8 @@ class AppServerOutbox:
         self._retry_max_s = retry_max_s
         self._delivery_concurrency = delivery_concurrency
         self._spool_compact_slack_records = spool_compact_slack_records
+        # Records queued within this window share one write (one thread hand-off) instead of one each.
+        self._spool_write_interval_s = max(0.0, spool_write_interval_s)
 
         self._pending = _PendingItems()
         self._is_app_server_down = False
@@ -543,6 +547,8 @@ class AppServerOutbox:
         try:
             while True:
                 await self._has_unwritten.wait()
+                if self._spool_write_interval_s:
+                    await asyncio.sleep(self._spool_write_interval_s)
                 self._has_unwritten.clear()
                 try:
                     # Rewrite with only what is pending once the spool holds `slack` records more than
