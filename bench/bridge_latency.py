@@ -386,12 +386,14 @@ async def run_once(stack: Stack, gen: LoadGenerator, target: str, calls: int, se
                 while not all(c.closed for c in gen.callers):
                     await asyncio.sleep(0.05)
         open_at_stop = sum(1 for c in gen.callers if not c.closed)
+        server_barge = await server_barge_in_reaction(port) if target == "voice" else {}
     finally:
         stop_process(process)  # after every call hung up: the voice server flushes Opik's batches as it stops
         if os.environ.get("BENCH_KEEP_LOGS"):
             print(Path(stack.workdir / f"{target}-{port}.log").read_text()[-3000:], file=sys.stderr)
     window_s = wall1 - wall0
     row = summarize(gen, target, calls, window_s, cpu1 - cpu0, self1 - self0, rss_idle, rss_peak)
+    row.update(server_barge)
     if obs is not None:
         row["observability"] = obs
     if sinks is not None and sink_before is not None:
@@ -406,6 +408,29 @@ async def run_once(stack: Stack, gen: LoadGenerator, target: str, calls: int, se
     row["foreign_core0_pct"] = max(0.0, 100 * ((cores1[LOAD_CORE] - cores0[LOAD_CORE]) - (self1 - self0)
                                                - (ai1 - ai0) - (sink1 - sink0)) / window_s)
     return row
+
+
+async def server_barge_in_reaction(port: int) -> dict[str, Any]:
+    """The voice server's own barge-in reaction (speech_started received -> clear written), from its
+    Prometheus histogram over the whole run: the bucket bound under which 50 % and 99 % of them fall."""
+    try:
+        async with httpx.AsyncClient(timeout=5.0) as http:
+            text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+    except httpx.HTTPError:
+        return {}
+    buckets: list[tuple[float, float]] = []
+    for line in text.splitlines():
+        if line.startswith("switchboard_barge_in_reaction_seconds_bucket{"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float("inf") if bound == "+Inf" else float(bound), float(line.rsplit(" ", 1)[1])))
+    if not buckets or buckets[-1][1] == 0:
+        return {}
+    total = buckets[-1][1]
+
+    def bound_ms(q: float) -> float:
+        return next(1000 * le for le, count in buckets if count >= q * total)
+
+    return {"server_clear_n": int(total), "server_clear_p50_le_ms": bound_ms(0.5), "server_clear_p99_le_ms": bound_ms(0.99)}
 
 
 def summarize(gen: LoadGenerator, target: str, calls: int, window_s: float, cpu_s: float, self_cpu_s: float,
@@ -473,13 +498,20 @@ def server_label(r: dict[str, Any]) -> str:
     return f"switchboard (obs {r['observability']})" if "observability" in r else "switchboard"
 
 
+def server_clear(r: dict[str, Any]) -> str:
+    """The voice server's own reaction (its histogram): ' (server ≤a/≤b)' in ms for p50/p99."""
+    if "server_clear_p99_le_ms" not in r:
+        return ""
+    return f" (server ≤{r['server_clear_p50_le_ms']:g}/≤{r['server_clear_p99_le_ms']:g})"
+
+
 def table_row(r: dict[str, Any]) -> str:
     greet = (f"{fmt(r['greet_pre_p50'], 1)} / {fmt(r['greet_cold_p50'], 1)}" if r["target"] == "voice"
              else f"- / {fmt(r['greet_cold_p50'], 1)}")
     return (f"| {server_label(r)} | {r['calls']} | {fmt(r['up_p50'])} | "
             f"{fmt(r['up_p99'])} | {fmt(r['down_p50'])} | {fmt(r['down_p99'])} | "
-            f"{fmt(r['clear_p50'])} / {fmt(r['clear_p99'])} | {fmt(r['cancel_p50'])} / {fmt(r['cancel_p99'])} | "
-            f"{greet} | {fmt(r['cpu_core_pct'], 0)} | {fmt(r['cpu_ms_per_call_s'], 3)} | "
+            f"{fmt(r['clear_p50'])} / {fmt(r['clear_p99'])}{server_clear(r)} | "
+            f"{fmt(r['cancel_p50'])} / {fmt(r['cancel_p99'])} | {greet} | {fmt(r['cpu_core_pct'], 0)} | {fmt(r['cpu_ms_per_call_s'], 3)} | "
             f"{fmt(r['rss_mb_per_call'], 3)} | {r['lost']}/{r['up_sent'] + r['down_sent']} | "
             f"{fmt(r['loadgen_cpu_pct'], 0)}, {fmt(r['loadgen_lag_p99'])} | "
             f"{fmt(r.get('foreign_core0_pct'), 0)}/{fmt(r.get('foreign_core1_pct'), 0)} | {'yes' if r['holds'] else 'NO'} |")
@@ -694,7 +726,8 @@ def render_report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "(shown as loadgen lag). up = caller `media` sent -> `input_audio_buffer.append` with that payload "
         "received by the model; down = `response.output_audio.delta` sent -> `media` with that payload received by "
         "the caller; clear/cancel = `speech_started` sent -> `clear` at the caller / `response.cancel` at the model "
-        "(barge-ins during an active response); greeting = `start` sent -> first `media` at the caller, "
+        "(barge-ins during an active response; in brackets the voice server's own reaction, `speech_started` read "
+        "-> `clear` written, from its Prometheus histogram: the bucket bounds holding 50 % / 99 % of them); greeting = `start` sent -> first `media` at the caller, "
         "pre-open = webhook answered first (model session opened at webhook time), at start = stream only "
         "(session opened when the stream starts). CPU and RSS from /proc of the server process over the window; "
         "RSS MB/call = (peak RSS - idle RSS) / calls. lost = frames sent in the window and never received.",

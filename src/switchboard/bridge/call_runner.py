@@ -549,6 +549,7 @@ class LiveCall:
 
     def _on_model_message(self, message: str | bytes) -> None:
         """One model message (synchronously, as it arrives): parse it and drive the core."""
+        received_at = self.deps.clock.now()
         try:
             event = parse_realtime_event(message)
         except RealtimeProtocolError as exc:
@@ -556,7 +557,7 @@ class LiveCall:
             return
         if event is None:
             return
-        self._observe_model_event(event, self.deps.clock.now())
+        self._observe_model_event(event, received_at)
         self._feed(event)
 
     # ------------------------------------------------------------------ core driving

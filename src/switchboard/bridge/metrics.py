@@ -55,7 +55,7 @@ class VoiceMetrics:
         )
         self.barge_in_reaction_seconds = Histogram(
             "switchboard_barge_in_reaction_seconds", "speech_started received -> Twilio clear sent",
-            buckets=(0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1), registry=r,
+            buckets=(0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1), registry=r,
         )
 
     def observe_timeline(self, timeline: TurnTimeline) -> None:
