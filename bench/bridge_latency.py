@@ -27,6 +27,7 @@ import select
 import shlex
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -64,7 +65,7 @@ tenants:
     voice: {provider: openai, name: marin, speed: 1.0}
     transcriber: none
     business_hours: {timezone: America/New_York, mon-fri: "09:00-18:00", sat: "10:00-14:00"}
-    credits: 500
+    credits: 100000000  # every run of every call count is charged to this one tenant
 """
 LOAD_CORE = 0
 SERVER_CORE = 1
@@ -269,7 +270,8 @@ class Stack:
                 OPENAI_API_KEY="sk-bench", OPENAI_REALTIME_URL=self.model_url, TWILIO_AUTH_TOKEN=AUTH_TOKEN,
                 TWILIO_ACCOUNT_SID=ACCOUNT_SID, PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
                 AI_SERVER_URL=f"http://127.0.0.1:{self.ai_port}", SWITCHBOARD_DRAIN_TIMEOUT_S="10",
-                APP_SERVER_URL=f"http://127.0.0.1:{self.app_port}", SWITCHBOARD_OUTBOX_DIR=str(self.workdir / "outbox"),
+                APP_SERVER_URL=f"http://127.0.0.1:{self.app_port}" if self.app_process is not None else "",
+                SWITCHBOARD_OUTBOX_DIR=str(self.workdir / "outbox"),
                 **(extra_env or {}),
             )
             command = [str(REPO / ".venv/bin/switchboard"), "serve", "voice", "--host", "127.0.0.1", "--port", str(port)]
@@ -534,19 +536,29 @@ def ratio_lines(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def observability_lines(rows: list[dict[str, Any]]) -> list[str]:
-    """Per call count run with observability both off and on: what "on" costs (the last run of each)."""
-    by = {(r["calls"], r["observability"]): r for r in rows
-          if r.get("kind") == "steady" and r["target"] == "voice" and "observability" in r}
+    """Per call count run with observability both off and on: what "on" costs (medians over the rounds)."""
+    by: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        if r.get("kind") == "steady" and r["target"] == "voice" and "observability" in r:
+            by.setdefault((r["calls"], r["observability"]), []).append(r)
     lines = []
     for calls in sorted({c for c, _ in by}):
-        off, on = by.get((calls, "off")), by.get((calls, "on"))
-        if off is None or on is None:
+        offs, ons = by.get((calls, "off")), by.get((calls, "on"))
+        if not offs or not ons:
             continue
-        a, b = off["cpu_ms_per_call_s"], on["cpu_ms_per_call_s"]
-        cost = f"{100 * (b - a) / a:+.1f} %" if a else "-"
-        lines.append(f"{calls} calls: observability on costs {cost} CPU per call·s ({a:.3f} -> {b:.3f} ms), "
-                     f"up p99 {fmt(off['up_p99'])} -> {fmt(on['up_p99'])} ms, "
-                     f"down p99 {fmt(off['down_p99'])} -> {fmt(on['down_p99'])} ms")
+
+        def median(runs: list[dict[str, Any]], key: str) -> float | None:
+            values = sorted(v for v in (r.get(key) for r in runs) if v is not None)
+            return statistics.median(values) if values else None
+
+        a, b = median(offs, "cpu_ms_per_call_s"), median(ons, "cpu_ms_per_call_s")
+        cost = f"{100 * (b - a) / a:+.1f} %" if a and b is not None else "-"
+        each = ", ".join(f"{r['cpu_ms_per_call_s']:.3f}" for r in offs) + " vs " + ", ".join(
+            f"{r['cpu_ms_per_call_s']:.3f}" for r in ons)
+        lines.append(f"{calls} calls: observability on costs {cost} CPU per call·s (median of {len(offs)}/{len(ons)} "
+                     f"runs: {fmt(a, 3)} -> {fmt(b, 3)} ms; each run {each}), "
+                     f"up p99 {fmt(median(offs, 'up_p99'))} -> {fmt(median(ons, 'up_p99'))} ms, "
+                     f"down p99 {fmt(median(offs, 'down_p99'))} -> {fmt(median(ons, 'down_p99'))} ms")
     return lines
 
 
@@ -597,7 +609,8 @@ async def main(args: argparse.Namespace) -> int:
                 if "on" in modes:  # the AI server is shared by every run: traced for all of them
                     stack.ai_extra_env = sinks.otel_env("switchboard-ai")
             await stack.start_ai()
-            await stack.start_app()
+            if args.app_server:
+                await stack.start_app()
 
             async def run(target: str, calls: int, seconds: float, scn: Scenario, kind: str,
                           obs: str | None = None) -> dict[str, Any]:
@@ -627,7 +640,7 @@ async def main(args: argparse.Namespace) -> int:
                 listed order, back to back so drift hits both); returns the first mode's voice row."""
                 first: dict[str, Any] | None = None
                 for target in targets:
-                    for obs in (obs_modes if target == "voice" else [None]):
+                    for obs in (obs_modes * args.obs_rounds if target == "voice" else [None]):
                         row = await run(target, calls, args.seconds, scenario, "steady", obs)
                         if target == "voice" and first is None:
                             first = row
@@ -795,6 +808,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--observability", default="off",
                         help="comma list among off,on: run the voice server once per mode at each call count "
                              "(on = Opik + OpenTelemetry to local sinks) and compare")
+    parser.add_argument("--app-server", action=argparse.BooleanOptionalAction, default=True,
+                        help="run an App server (core 0) for the voice server's conversation records; without it "
+                             "APP_SERVER_URL is empty and nothing is recorded")
+    parser.add_argument("--obs-rounds", type=int, default=1,
+                        help="repeat the --observability modes this many times per call count (alternating); "
+                             "the comparison uses the median of each mode")
     parser.add_argument("--output", default="docs/benchmarks.md", help="report file ('' for none)")
     return parser.parse_args()
 
