@@ -17,6 +17,8 @@ from switchboard.config import SettingsError
 EXCLUDED_URLS = "/health-check/,/metrics,/twilio-stream"
 
 _providers: dict[str, Any] = {}
+# The provider of the process's client spans, for the clients we trace by hand (the outbox's aiohttp).
+_client_provider: Any = None
 
 
 def is_tracing_configured(environ: Mapping[str, str]) -> bool:
@@ -92,15 +94,27 @@ def instrument_http_clients(tracer_provider: Any) -> None:
     """Client spans and `traceparent` on every httpx request of the process (the real transports, patched once)."""
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
+    global _client_provider
     instrumentor = HTTPXClientInstrumentor()
     if not instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.instrument(tracer_provider=tracer_provider)
+        _client_provider = tracer_provider
 
 
 def uninstrument_http_clients() -> None:
     """Undo `instrument_http_clients` (tests that instrument with a provider of their own)."""
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
+    global _client_provider
+    _client_provider = None
     instrumentor = HTTPXClientInstrumentor()
     if instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.uninstrument()
+
+
+def client_tracer(name: str) -> Any:
+    """A tracer for client spans made by hand, from the provider `instrument_http_clients` was given
+    (OpenTelemetry's no-op tracer while tracing is off)."""
+    from opentelemetry import trace
+
+    return trace.get_tracer(name, tracer_provider=_client_provider)

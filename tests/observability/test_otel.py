@@ -101,3 +101,52 @@ def test_an_exporter_this_installation_lacks_stops_start_up_naming_the_setting()
         assert provider.resource.attributes["service.name"] == "switchboard-ai"
     finally:
         provider.shutdown()
+
+
+async def test_the_outbox_posts_to_the_app_server_with_a_client_span_and_traceparent(
+    tmp_path: Path, exporter: tuple[InMemorySpanExporter, TracerProvider],
+) -> None:
+    """The outbox's own HTTP client (aiohttp, traced by hand) continues the trace like the httpx ones."""
+    import asyncio
+    import contextlib
+    from datetime import UTC, datetime
+
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from switchboard.bridge.adapters.tickets_client import AppServerOutbox
+    from switchboard.fakes.loopback import LoopbackServer
+    from switchboard.tracing import instrument_http_clients
+
+    spans, provider = exporter
+    instrument_http_clients(provider)
+    seen: list[dict[str, str]] = []
+
+    async def conversation(request: Request) -> JSONResponse:
+        seen.append(dict(request.headers))
+        return JSONResponse({"ok": True, "call_sid": request.path_params["call_sid"]})
+
+    app = Starlette(routes=[Route("/api/conversations/{call_sid}", conversation, methods=["PUT"])])
+    async with LoopbackServer(app) as server:
+        outbox = AppServerOutbox(server.base_url, "service-token-0123456789", spool_dir=tmp_path / "outbox")
+        runner = asyncio.create_task(outbox.run())
+        try:
+            outbox.open_conversation_nowait("CA" + "1" * 32, tenant="acme", caller="+15557654321",
+                                            started_at=datetime.now(UTC), trace_id=None)
+            async with asyncio.timeout(5):
+                while outbox.delivered_count < 1:  # noqa: ASYNC110 - observable counter, no event
+                    await asyncio.sleep(0.02)
+        finally:
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+            await outbox.aclose()
+    [headers] = seen
+    assert headers["authorization"] == "Bearer service-token-0123456789"
+    [client] = [s for s in spans.get_finished_spans() if s.kind == SpanKind.CLIENT]
+    assert client.attributes["http.request.method"] == "PUT"
+    assert client.attributes["http.response.status_code"] == 200
+    trace_id, span_id = headers["traceparent"].split("-")[1:3]
+    assert int(trace_id, 16) == client.context.trace_id and int(span_id, 16) == client.context.span_id
