@@ -270,6 +270,7 @@ class Stack:
                 OPENAI_API_KEY="sk-bench", OPENAI_REALTIME_URL=self.model_url, TWILIO_AUTH_TOKEN=AUTH_TOKEN,
                 TWILIO_ACCOUNT_SID=ACCOUNT_SID, PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
                 AI_SERVER_URL=f"http://127.0.0.1:{self.ai_port}", SWITCHBOARD_DRAIN_TIMEOUT_S="10",
+                SWITCHBOARD_MAX_CALLS="100000",  # admission control off: the bench finds the limit itself
                 APP_SERVER_URL=f"http://127.0.0.1:{self.app_port}" if self.app_process is not None else "",
                 SWITCHBOARD_OUTBOX_DIR=str(self.workdir / "outbox"),
                 **(extra_env or {}),
