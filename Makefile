@@ -35,7 +35,6 @@ typecheck: $(STAMP)
 	$(PY) -m mypy
 
 bench: $(STAMP)
-	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) bench/bridge_latency.py
 	$(PY) bench/engine_latency.py
 	$(PY) bench/knowledge_retrieval.py

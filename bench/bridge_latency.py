@@ -681,6 +681,7 @@ async def main(args: argparse.Namespace) -> int:
     print(report)
     if args.output:
         out = REPO / args.output
+        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(report)
         print(f"written to {out.relative_to(REPO) if out.is_relative_to(REPO) else out}")
     return 0
@@ -815,7 +816,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--obs-rounds", type=int, default=1,
                         help="repeat the --observability modes this many times per call count (alternating); "
                              "the comparison uses the median of each mode")
-    parser.add_argument("--output", default="docs/benchmarks.md", help="report file ('' for none)")
+    parser.add_argument("--output", default="var/bench/bridge_latency.md",
+                        help="report file ('' for none); docs/benchmarks.md is edited by hand from these")
     return parser.parse_args()
 
 
