@@ -249,7 +249,13 @@ async def main(args: argparse.Namespace) -> int:
     result: dict[str, Any] = {"date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
                               "command": ".venv/bin/python bench/soak.py " + " ".join(map(shlex.quote, sys.argv[1:]))}
     run_id = int(time.time()) & 0xFFFFFF
-    with tempfile.TemporaryDirectory(prefix="switchboard-soak-") as tmp:
+    # BENCH_KEEP_LOGS=1 keeps the work folder (the services' logs) and prints where it is.
+    keep = bool(os.environ.get("BENCH_KEEP_LOGS"))
+    workdir = (contextlib.nullcontext(tempfile.mkdtemp(prefix="switchboard-soak-")) if keep
+               else tempfile.TemporaryDirectory(prefix="switchboard-soak-"))
+    with workdir as tmp:
+        if keep:
+            print(f"work folder kept: {tmp}", file=sys.stderr)
         stack = VoiceBenchStack(Path(tmp), gen.model_port)
         process = None
         try:

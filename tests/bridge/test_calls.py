@@ -274,3 +274,30 @@ async def test_ai_server_down_uses_the_last_good_profile_and_with_none_apologise
             assert [t["name"] for t in update["session"]["tools"]][:1] == ["get_knowledge"]
             await session.wait_for_event("response.create", timeout_s=5)
             await third.hang_up()
+
+
+@BOTH_STREAM_PATHS
+async def test_callers_who_cut_the_connection_right_after_stop_do_not_disturb_the_server(
+    tmp_path: Path, ws_protocol: str | None,
+) -> None:
+    """`stop` then the TCP connection cut, no close handshake: the call ends as a hang-up, and the server
+    (its lifespan TaskGroup, every other call) carries on. A bench found the direct path's close raising here."""
+    async with voice_stack(tmp_path, ws_protocol=ws_protocol) as stack:
+        for _ in range(3):
+            async with stack.caller() as caller:
+                session = await _answered(stack, caller)
+                await session.wait_for_event("response.create", timeout_s=5)
+                await caller.wait_for(lambda: caller.stream_ms > 0, timeout_s=5)
+                await caller.drop_connection()
+                await session.wait_for_closed(timeout_s=5)
+        registry = stack.voice_app.state.metrics.registry
+        await wait_until(lambda: registry.get_sample_value(
+            "switchboard_calls_ended_total", {"reason": "caller_hung_up"}) == 3)
+        # The server still answers and greets.
+        async with stack.caller() as caller:
+            session = await _answered(stack, caller)
+            await session.wait_for_event("response.create", timeout_s=5)
+            await caller.wait_for(lambda: caller.stream_ms > 0, timeout_s=5)
+            await caller.hang_up()
+        assert registry.get_sample_value("switchboard_calls_ended_total", {"reason": "internal_error"}) is None
+        assert stack.voice_app.state.registry.tasks is not None  # the lifespan's TaskGroup is still running

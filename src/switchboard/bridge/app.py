@@ -75,6 +75,10 @@ class CallRegistry:
     async def _run(self, call: LiveCall) -> None:
         try:
             await call.run()
+        except Exception:
+            # Never into the app's TaskGroup: one call's failure must not take the server (and every other
+            # call) down with it. `call.run()` handles call-level failures; this is the last resort.
+            log.exception("call.teardown_failed", call_sid=call.context.call_sid)
         finally:
             if self.calls.get(call.context.call_sid) is call:
                 del self.calls[call.context.call_sid]

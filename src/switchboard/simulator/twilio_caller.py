@@ -315,6 +315,17 @@ class TwilioCaller:
                 await self._stream.close()
         await self._wait_for_runner()
 
+    async def drop_connection(self, *, send_stop: bool = True) -> None:
+        """Hang up the rude way: optionally `stop`, then the TCP connection is cut, with no close handshake."""
+        if self._stream is not None and not self.is_stream_closed and not self._stopped:
+            self._stopped = True
+            if send_stop:
+                with contextlib.suppress(ConnectionClosed):
+                    await self._send(self._sequenced({
+                        "event": "stop", "stop": {"accountSid": self.account_sid, "callSid": self.call_sid}}))
+            self._stream.transport.abort()
+        await self._wait_for_runner()
+
     async def aclose(self) -> None:
         try:
             await self.hang_up()

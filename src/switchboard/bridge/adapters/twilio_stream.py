@@ -133,6 +133,8 @@ class TwilioStream:
             raise direct.failure
 
     async def close(self, code: int = 1000) -> None:
+        """Close (once); a caller that already went away is not an error. In direct mode the call may end on
+        `stop` before the reader has seen the disconnect, so Starlette still thinks the socket is open."""
         if self._websocket.client_state is WebSocketState.CONNECTED:
-            with contextlib.suppress(RuntimeError, OSError):
+            with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
                 await self._websocket.close(code=code)
