@@ -188,6 +188,9 @@ async def _scripted_call(voice_url: str, model: FakeRealtimeServer, index: int, 
             await asyncio.sleep(0.4)
             await session.speech_stopped()
             await caller.wait_for(lambda h=heard: len(caller.marks_echoed) > h and not caller.has_unplayed_audio, 20)
+        active = session.active_response
+        if active is not None:  # the last answer's audio has played; its response.done may still be coming
+            await active.wait_for_done(timeout_s=10)
         before = len(session.received)
         response = await session.start_response(function_call("get_knowledge", {"query": "opening hours"}))
         await response.wait_for_done(timeout_s=10)
