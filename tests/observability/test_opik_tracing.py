@@ -176,7 +176,7 @@ async def test_sending_spans_never_waits_for_a_slow_opik_backend() -> None:
     with FakeOpik(delay_s=3.0) as slow_backend:
         tracer = OpikTracer.from_environment(_opik_env(slow_backend), prices=load_price_table({}),
                                              vendor="openai", model="gpt-realtime", clock=SystemClock(),
-                                             flush_interval_s=0.2, batch_size=100)
+                                             flush_interval_s=0.2, batch_size=250)
         sender = asyncio.create_task(tracer.run(), name="opik-sender")
         try:
             usage = {"total_tokens": 30, "input_tokens": 20, "output_tokens": 10,
@@ -205,8 +205,8 @@ async def test_sending_spans_never_waits_for_a_slow_opik_backend() -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await sender
         assert len(slow_backend.spans()) == 500
-        # Batched: five requests of 100, not 500 of one.
-        assert sum(1 for r in slow_backend.requests if r.path.endswith("/spans/batch")) == 5
+        # Batched: two requests of 250, not 500 of one.
+        assert sum(1 for r in slow_backend.requests if r.path.endswith("/spans/batch")) == 2
 
 
 async def test_tracing_is_off_without_opik_variables_and_on_with_them(fake_opik: FakeOpik) -> None:
@@ -231,3 +231,29 @@ async def test_tracing_is_off_without_opik_variables_and_on_with_them(fake_opik:
     assert trace["tags"] == ["acme", "end_call"]
     request = next(r for r in fake_opik.requests if r.path.endswith("/traces/batch"))
     assert request.headers.get("Comet-Workspace") == "default"
+
+
+async def test_a_backend_that_refuses_or_fails_loses_only_tracing_and_says_so() -> None:
+    """A 400 is not retried, a 503 is retried and then given up; flush reports the loss, nothing raises."""
+    import httpx
+
+    from switchboard.bridge.timeline import TurnTimeline
+
+    seen: list[int] = []
+
+    def backend(request: httpx.Request) -> httpx.Response:
+        status = 400 if request.url.path.endswith("/spans/batch") else 503
+        seen.append(status)
+        return httpx.Response(status)
+
+    tracer = OpikTracer.from_environment({"OPIK_URL_OVERRIDE": "http://opik.invalid/api"}, prices=load_price_table({}),
+                                         vendor="openai", model="gpt-realtime", clock=SystemClock(), retries=1,
+                                         transport=httpx.MockTransport(backend))
+    observer = tracer.observer()
+    observer.call_started(call_sid="CA" + "3" * 32, tenant="acme", caller_masked="+1******0123", is_sip_call=False)
+    observer.response_done(response_id="resp_1", status="completed", usage=None, started_at=None,
+                           ended_at=SystemClock().now())
+    observer.call_ended(end_reason="caller_hung_up", duration_s=3.0, usage={}, timeline=TurnTimeline())
+    assert await tracer.flush(10) is False
+    assert seen == [400, 503, 503]  # spans refused once; the trace tried twice (retries=1)
+    assert tracer.dropped == 2 and tracer.sent_spans == 0 and tracer.sent_traces == 0

@@ -188,11 +188,12 @@ class OpikTracer:
                                  (self._traces, "/v1/private/traces/batch", "traces")):
             while queue:
                 batch = [queue.popleft() for _ in range(min(self.batch_size, len(queue)))]
-                if await self._post(http, path, {key: batch}):
-                    if key == "spans":
-                        self.sent_spans += len(batch)
-                    else:
-                        self.sent_traces += len(batch)
+                if not await self._post(http, path, {key: batch}):
+                    self.dropped += len(batch)
+                elif key == "spans":
+                    self.sent_spans += len(batch)
+                else:
+                    self.sent_traces += len(batch)
         if not self._spans and not self._traces:
             self._idle.set()
 
