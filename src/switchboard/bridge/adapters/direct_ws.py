@@ -57,11 +57,6 @@ class DirectTextChannel:
     def failure(self) -> BaseException | None:
         return self._failure
 
-    @property
-    def open(self) -> bool:
-        protocol = self._protocol
-        return not (protocol.disconnected or protocol.close_sent or protocol.transport.is_closing())
-
     def write_buffer_size(self) -> int:
         return int(self._protocol.transport.get_write_buffer_size())
 
@@ -80,10 +75,10 @@ class DirectTextChannel:
         transport.write(b"".join(protocol.conn.data_to_send()))
         return True
 
-    def _deliver(self, text: str) -> bool:
+    def _deliver(self, text: str) -> None:
         on_text = self._on_text
         if on_text is None or self._failure is not None:
-            return False
+            return
         try:
             context = self._context
             if context is None:
@@ -94,7 +89,6 @@ class DirectTextChannel:
             self._failure = exc
             self.clear_receiver()
             self._protocol.queue.put_nowait({"type": "websocket.disconnect", "code": 1011})
-        return True
 
 
 class DirectTextWebSocketProtocol(WebSocketsSansIOProtocol):
