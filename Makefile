@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SRC_FILES := pyproject.toml
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test lint typecheck bench clean system-packages
 
 $(PY):
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"' || \
@@ -24,7 +24,10 @@ $(STAMP): $(PY) $(SRC_FILES) requirements/local.txt requirements/models.txt requ
 demo: $(STAMP)
 	$(VENV)/bin/switchboard demo
 
-test: $(STAMP)
+system-packages:
+	@bash scripts/debian-packages.sh
+
+test: $(STAMP) system-packages
 	$(PY) -m ruff check src tests
 	PYTHONASYNCIODEBUG=1 $(PY) -m pytest -q
 
