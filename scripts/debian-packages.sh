@@ -3,7 +3,10 @@
 # with a clear message; does nothing when they are all there. Run by `make test` and `.ci/run`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-wanted=$(cat requirements/debian/*.txt 2>/dev/null | sed 's/#.*//' | tr -s ' \n' '\n' | sed '/^$/d' | sort -u)
+shopt -s nullglob
+lists=(requirements/debian/*.txt)
+[ ${#lists[@]} -eq 0 ] && exit 0
+wanted=$(cat "${lists[@]}" | sed 's/#.*//' | tr -s ' \n' '\n' | sed '/^$/d' | sort -u)
 [ -z "$wanted" ] && exit 0
 missing=()
 for pkg in $wanted; do
