@@ -88,6 +88,17 @@ class AISettings(_Base):
 
 class AppSettings(_Base):
     app_database_url: str = Field(default="sqlite+aiosqlite:///./var/app.db", alias="APP_DATABASE_URL")
+    # Integrations (contract §9): tenants' integrations come from the AI server, polled with an ETag.
+    ai_server_url: str = Field(default="http://127.0.0.1:8081", alias="AI_SERVER_URL")
+    integrations_refresh_s: float = Field(default=5.0, gt=0, alias="SWITCHBOARD_INTEGRATIONS_REFRESH_S")
+    # Where people reach this App server; helpdesk tickets link to /ui/calls/{call_sid} under it.
+    app_public_url: str = Field(default="http://127.0.0.1:8082", alias="SWITCHBOARD_APP_PUBLIC_URL")
+    delivery_poll_s: float = Field(default=1.0, gt=0, alias="SWITCHBOARD_DELIVERY_POLL_S")
+    delivery_timeout_s: float = Field(default=15.0, gt=0, le=60, alias="SWITCHBOARD_DELIVERY_TIMEOUT_S")
+    # A claimed delivery whose worker died is retried after this; longer than any one attempt can take.
+    delivery_lease_s: float = Field(default=60.0, gt=0, alias="SWITCHBOARD_DELIVERY_LEASE_S")
+    delivery_concurrency: int = Field(default=16, ge=1, le=200, alias="SWITCHBOARD_DELIVERY_CONCURRENCY")
+    delivery_retry_window_s: float = Field(default=26 * 3600.0, gt=0, alias="SWITCHBOARD_DELIVERY_RETRY_WINDOW_S")
 
 
 def load_settings(cls: type[_S], **overrides: object) -> _S:

@@ -6,10 +6,12 @@ Everything under /api needs the service token; probes and /metrics do not.
 
 from __future__ import annotations
 
+import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
+import httpx
 import structlog
 from fastapi import Depends, FastAPI
 from starlette.routing import Route
@@ -18,11 +20,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from switchboard.clock import Clock, SystemClock
 from switchboard.config import AppSettings, ensure_sqlite_folder
 from switchboard.logs import get_logger, register_secret
+from switchboard.outbound_http import Resolver
 from switchboard.tickets.context import AppServerContext
 from switchboard.tickets.database import create_engine, create_session_factory, run_migrations
 from switchboard.tickets.errors import install_error_handlers
+from switchboard.tickets.integrations.service import IntegrationsService
 from switchboard.tickets.metrics import AppServerMetrics
-from switchboard.tickets.routes import conversations, health, tickets
+from switchboard.tickets.routes import conversations, health, integrations, tickets
 from switchboard.tickets.routes.dependencies import require_service_token
 
 log = get_logger("switchboard.tickets")
@@ -66,17 +70,30 @@ class RequestObservation:
             self.metrics.http_request_duration.labels(route=route_label).observe(self.clock.now() - started_s)
 
 
-def create_app(settings: AppSettings, *, clock: Clock | None = None) -> FastAPI:
-    """Build the App server. Nothing touches the database until the lifespan starts."""
+def create_app(
+    settings: AppSettings, *, clock: Clock | None = None, environ: Mapping[str, str] | None = None,
+    resolver: Resolver | None = None, ai_transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """Build the App server. Nothing touches the database until the lifespan starts.
+
+    `environ` feeds `${VAR}` in tenants' integrations (default: this process's environment, read when
+    sending); `resolver` resolves their host names; `ai_transport` reaches the AI server in-process."""
     register_secret(settings.switchboard_service_token)
     clock = clock or SystemClock()
     engine = create_engine(settings.app_database_url)
+    sessions = create_session_factory(engine)
+    metrics = AppServerMetrics()
+    integrations_service = IntegrationsService.build(
+        settings, sessions=sessions, clock=clock, registry=metrics.registry,
+        environ=environ if environ is not None else os.environ, resolver=resolver, ai_transport=ai_transport,
+    )
     context = AppServerContext(
         engine=engine,
-        sessions=create_session_factory(engine),
-        metrics=AppServerMetrics(),
+        sessions=sessions,
+        metrics=metrics,
         clock=clock,
         service_token=settings.switchboard_service_token.encode(),
+        integrations=integrations_service,
     )
 
     @asynccontextmanager
@@ -85,7 +102,8 @@ def create_app(settings: AppSettings, *, clock: Clock | None = None) -> FastAPI:
             ensure_sqlite_folder(settings.app_database_url)
             await run_migrations(engine)
             log.info("app_server.started", database=engine.dialect.name)
-            yield
+            async with integrations_service.running():
+                yield
         finally:
             await engine.dispose()
             log.info("app_server.stopped")
@@ -97,5 +115,6 @@ def create_app(settings: AppSettings, *, clock: Clock | None = None) -> FastAPI:
     api = [Depends(require_service_token)]
     app.include_router(conversations.router, dependencies=api)
     app.include_router(tickets.router, dependencies=api)
+    app.include_router(integrations.router, dependencies=api)
     app.add_middleware(RequestObservation, metrics=context.metrics, clock=clock)
     return app

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from switchboard.clock import Clock
+from switchboard.tickets.integrations.service import IntegrationsService
 from switchboard.tickets.metrics import AppServerMetrics
 
 
@@ -17,3 +18,9 @@ class AppServerContext:
     metrics: AppServerMetrics
     clock: Clock
     service_token: bytes
+    integrations: IntegrationsService | None = None
+
+    def wake_integrations(self) -> None:
+        """An event was recorded: let this server's delivery worker look now rather than at its next poll."""
+        if self.integrations is not None:
+            self.integrations.wake()

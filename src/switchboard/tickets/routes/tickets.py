@@ -27,13 +27,14 @@ async def list_tickets(
 ) -> TicketList:
     """Contract §3: the tickets of one call (or the newest ones), newest first."""
     rows = await repository.list_tickets(call_sid=call_sid, limit=limit)
-    return TicketList(tickets=[ticket_view(t) for t in rows])
+    return TicketList(tickets=await repository.with_external([ticket_view(t) for t in rows]))
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 async def create_ticket(body: TicketCreate, repository: Repository, context: Context) -> TicketView:
     """Create an open ticket; the phone number is kept in full (a callback needs it)."""
     ticket = await repository.create_ticket(body, created_at=context.clock.wall())
+    context.wake_integrations()
     context.metrics.tickets_created.labels(kind=body.kind).inc()
     log.info("ticket.created", ticket_id=ticket.id, call_sid=body.call_sid, kind=body.kind)
     return ticket_view(ticket)
