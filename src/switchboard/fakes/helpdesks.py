@@ -81,11 +81,13 @@ class _FakeHelpdesk:
     _stall_s: float = 0.0
     _closing: asyncio.Event = field(default_factory=asyncio.Event)
     _server: LoopbackServer | None = None
+    _base_url: str | None = None
 
     @property
     def base_url(self) -> str:
-        assert self._server is not None
-        return self._server.base_url
+        """`http://127.0.0.1:<port>`; still answers after the server stopped (for assertions)."""
+        assert self._base_url is not None, "the fake has not started"
+        return self._base_url
 
     def answer_next(self, status_code: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
         """The next create is answered with this instead of being handled (nothing is created)."""
@@ -124,6 +126,7 @@ class _FakeHelpdesk:
     async def __aenter__(self) -> _FakeHelpdesk:
         self._server = LoopbackServer(self.build_app(), name=type(self).__name__)
         await self._server.start()
+        self._base_url = self._server.base_url
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

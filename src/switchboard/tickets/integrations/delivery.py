@@ -223,8 +223,10 @@ class DeliveryWorker:
             due = now
             if endpoint.kind in HELPDESKS:
                 if call_has_ended is None:
+                    # Locked: the call's end either committed before (we see it) or waits for this fan-out
+                    # and then makes these deliveries due (events.EventRecorder.call_ended).
                     status = await session.scalar(
-                        select(Conversation.status).where(Conversation.call_sid == event.call_sid)
+                        select(Conversation.status).where(Conversation.call_sid == event.call_sid).with_for_update()
                     )
                     call_has_ended = status == ENDED
                 if not call_has_ended:
