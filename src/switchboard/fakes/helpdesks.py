@@ -243,6 +243,7 @@ class FakeZendesk(_FakeHelpdesk):
     email: str = "ops@acme.example"
     api_token: str = "zd-test-token"
     subdomain: str = "acme"
+    requesters: dict[int, Any] = field(default_factory=dict)
     _idempotency: dict[str, tuple[str, int, bytes]] = field(default_factory=dict)
 
     def _check(self, payload: Any) -> tuple[str, dict[str, list[dict[str, str]]]] | None:
@@ -313,10 +314,11 @@ class FakeZendesk(_FakeHelpdesk):
                 "raw_subject": fields.get("subject"), "description": comment.get("body") or fields.get("description"),
                 "priority": fields.get("priority"), "status": "new", "type": None, "requester_id": 9000 + ticket_id,
                 "submitter_id": 1, "assignee_id": None, "tags": fields.get("tags", []), "created_at": now,
-                "updated_at": now, "via": {"channel": "api"}, "custom_fields": [], "is_public": comment.get(
-                    "public", True),
-                "requester": fields.get("requester"),
+                "updated_at": now, "via": {"channel": "api"}, "custom_fields": [],
+                "is_public": comment.get("public", True),
             }
+            # Zendesk answers with requester_id only; the fake keeps what it was sent for assertions.
+            self.requesters[ticket_id] = fields.get("requester")
             self.tickets.append(ticket)
             answer = json.dumps({"ticket": ticket, "audit": {
                 "id": 7000 + ticket_id, "ticket_id": ticket_id, "created_at": now, "author_id": 1, "events": [],
