@@ -9,6 +9,11 @@ from pathlib import Path
 import httpx
 import pytest
 from structlog.testing import capture_logs
+
+from switchboard.config import AISettings, load_settings
+from switchboard.knowledge.app import create_app as create_ai_app
+from switchboard.knowledge.errors import TenantFileError
+from switchboard.knowledge.tenant_file import parse_tenant_file
 from tests.integrations.harness import (
     SERVICE_TOKEN,
     integration_stack,
@@ -17,11 +22,6 @@ from tests.integrations.harness import (
     webhook_entry,
 )
 from tests.integrations.webhook_receiver import SECRET, WebhookReceiver
-
-from switchboard.config import AISettings, load_settings
-from switchboard.knowledge.app import create_app as create_ai_app
-from switchboard.knowledge.errors import TenantFileError
-from switchboard.knowledge.tenant_file import parse_tenant_file
 
 CONTRACT_EXAMPLE = """\
 webhooks:                        # Standard Webhooks (signed), at least once, retried

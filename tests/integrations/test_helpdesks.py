@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from switchboard.fakes.helpdesks import FakeFreshdesk, FakeZendesk
 from tests.integrations.harness import CALLER, PUBLIC_URL, integration_stack, tenant_yaml, webhook_entry
 from tests.integrations.webhook_receiver import SECRET, WebhookReceiver
-
-from switchboard.fakes.helpdesks import FakeFreshdesk, FakeZendesk
 
 ENVIRON = {"ACME_WEBHOOK_SECRET": SECRET, "ACME_FRESHDESK_KEY": "fd-test-key", "ACME_ZENDESK_TOKEN": "zd-test-token"}
 

@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 from structlog.testing import capture_logs
+
 from tests.integrations.harness import CALLER, integration_stack, tenant_yaml, webhook_entry
 from tests.integrations.webhook_receiver import SECRET, WebhookReceiver
 

@@ -51,7 +51,8 @@ class WebhookReceiver:
     secret: str = SECRET
     wall: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     answers: list[int] = field(default_factory=list)
-    """Statuses for the next requests, in order; 200 once used up."""
+    """Statuses for the next requests, in order; `default_status` once used up."""
+    default_status: int = 200
     answer_headers: dict[str, str] = field(default_factory=dict)
     hold_s: float = 0.0
     received: list[ReceivedWebhook] = field(default_factory=list)
@@ -79,7 +80,7 @@ class WebhookReceiver:
                 payload = verifier.verify(raw, headers)
             except Exception as exc:  # the library raises several types for malformed input (addendum C.3)
                 error = f"{type(exc).__name__}: {exc}"
-            status_code = 401 if error else (self.answers.pop(0) if self.answers else 200)
+            status_code = 401 if error else (self.answers.pop(0) if self.answers else self.default_status)
             if self.hold_s:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), timeout=self.hold_s)

@@ -31,6 +31,7 @@ class EndpointView(BaseModel):
     sent: int
     failed: int
     pending: int
+    in_flight: int
     last_error: str | None
     last_error_at: UtcTime | None
     last_success_at: UtcTime | None
@@ -50,7 +51,7 @@ async def list_endpoints(context: Context, tenant: TenantKey | None = None) -> E
     return EndpointList(endpoints=[
         EndpointView(
             tenant=r.tenant, endpoint=r.endpoint_key, kind=r.kind, label=r.label, sent=r.sent, failed=r.failed,
-            pending=r.pending, last_error=r.last_error, last_error_at=r.last_error_at,
+            pending=r.pending, in_flight=r.in_flight, last_error=r.last_error, last_error_at=r.last_error_at,
             last_success_at=r.last_success_at, disabled=r.disabled_at is not None, disabled_reason=r.disabled_reason,
         )
         for r in rows
