@@ -30,6 +30,7 @@ async def test_a_call_that_ends_posts_one_signed_call_ended_with_the_conversatio
                 conversations = (await stack.client.get("/api/conversations", params={"call_sid": "CA100"})).json()
                 tickets = (await stack.client.get("/api/tickets", params={"call_sid": "CA100"})).json()
                 await asyncio.sleep(0.2)
+                metrics = (await stack.client.get("/metrics")).text
 
     assert received.is_verified, received.error
     assert received.message_id.startswith("msg_") and "." not in received.message_id
@@ -47,6 +48,10 @@ async def test_a_call_that_ends_posts_one_signed_call_ended_with_the_conversatio
     assert data["tickets"] == tickets["tickets"]
     assert len(receiver.received) == 1
     assert all(SECRET not in repr(record) and CALLER not in repr(record) for record in logs)
+    assert 'switchboard_app_deliveries_total{kind="webhook",outcome="delivered"} 1.0' in metrics
+    assert 'switchboard_app_delivery_attempts_total{kind="webhook",result="success"} 1.0' in metrics
+    assert 'switchboard_app_delivery_age_seconds_count{kind="webhook"} 1.0' in metrics
+    assert 'switchboard_app_integration_events_total{event_type="call.ended"} 1.0' in metrics
 
 
 async def test_a_callback_ticket_posts_ticket_created(database_url: str, tmp_path: Path) -> None:

@@ -152,7 +152,9 @@ class IntegrationsDirectory:
         self._timeout = httpx.Timeout(request_timeout_s)
         self._tenants: dict[str, TenantIntegrations] = {}
         self._etag: str | None = None
+        self._is_unavailable = False
         self._loaded = asyncio.Event()
+        self._stopping = asyncio.Event()
 
     @property
     def is_loaded(self) -> bool:
@@ -177,12 +179,15 @@ class IntegrationsDirectory:
         try:
             response = await self._http.get(self._url, headers=headers, timeout=self._timeout)
         except httpx.HTTPError as exc:
-            log.warning("integrations.config_unavailable", error_type=type(exc).__name__)
+            self._unavailable(error_type=type(exc).__name__)
             return False
+        if response.status_code not in (200, 304):
+            self._unavailable(status_code=response.status_code)
+            return False
+        if self._is_unavailable:
+            self._is_unavailable = False
+            log.info("integrations.config_available")
         if response.status_code == 304:
-            return False
-        if response.status_code != 200:
-            log.warning("integrations.config_unavailable", status_code=response.status_code)
             return False
         try:
             payload = response.json()
@@ -196,6 +201,12 @@ class IntegrationsDirectory:
         log.info("integrations.config_loaded", tenants=len(tenants), version=self._etag)
         return True
 
+    def _unavailable(self, **fields: object) -> None:
+        # Once per outage: the last known configuration stays in use meanwhile.
+        if not self._is_unavailable:
+            self._is_unavailable = True
+            log.warning("integrations.config_unavailable", has_configuration=self.is_loaded, **fields)
+
     async def wait_until_loaded(self, timeout_s: float) -> bool:
         try:
             async with asyncio.timeout(timeout_s):
@@ -204,8 +215,16 @@ class IntegrationsDirectory:
             return False
         return True
 
+    def stop(self) -> None:
+        """End `run()` after the request in flight (if any); never blocks."""
+        self._stopping.set()
+
     async def run(self) -> None:
-        """Refresh forever, every refresh_s; cancelled with the App server's lifespan."""
-        while True:
+        """Refresh every refresh_s until `stop()`."""
+        while not self._stopping.is_set():
             await self.refresh()
-            await asyncio.sleep(self._refresh_s)
+            try:
+                async with asyncio.timeout(self._refresh_s):
+                    await self._stopping.wait()
+            except TimeoutError:
+                pass

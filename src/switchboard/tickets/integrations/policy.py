@@ -3,8 +3,8 @@
 Standard Webhooks (protocols addendum C.2): any 2xx is success; a 3xx is a failure and is not followed;
 410 Gone disables the endpoint; 429/502/503/504 throttle and `Retry-After` is honoured. Other 4xx (and
 3xx) are refusals: retried `MAX_REFUSALS - 1` more times, then given up. Everything else (5xx, timeouts,
-connection errors) follows `RETRY_DELAYS_S` with ±20 % jitter until the retry window (at least 24 h)
-has passed since the event.
+connection errors) follows `RETRY_DELAYS_S` with ±20 % jitter until the retry window (26 h by default;
+the last retry falls on its end) has passed since the event.
 """
 
 from __future__ import annotations
@@ -89,7 +89,8 @@ def decide(
         delay_s = min(result.retry_after_s, MAX_RETRY_AFTER_S)
     else:
         delay_s = retry_delay_s(attempts, rng)
-    next_attempt_at = now + timedelta(seconds=delay_s)
-    if next_attempt_at > created_at + timedelta(seconds=retry_window_s):
+    deadline = created_at + timedelta(seconds=retry_window_s)
+    if now >= deadline:
         return Decision("give_up", reason=f"retry window passed; last error: {result.error}")
-    return Decision("retry", next_attempt_at=next_attempt_at, reason=result.error)
+    # The last retry lands on the window's end, so a failing endpoint is tried for the whole window.
+    return Decision("retry", next_attempt_at=min(now + timedelta(seconds=delay_s), deadline), reason=result.error)

@@ -73,9 +73,13 @@ class IntegrationsService:
                 try:
                     yield
                 finally:
+                    # Let both loops finish what they are doing (bounded) rather than cancel a database
+                    # query or a request halfway; whatever is still running after that is cancelled.
+                    self.directory.stop()
                     await self.worker.stop(STOP_TIMEOUT_S)
-                    worker_task.cancel()
-                    config_task.cancel()
+                    _, still_running = await asyncio.wait({worker_task, config_task}, timeout=STOP_TIMEOUT_S)
+                    for task in still_running:
+                        task.cancel()
         finally:
             with contextlib.suppress(Exception):
                 await self.delivery_http.aclose()

@@ -35,7 +35,12 @@ class EndpointStats:
 
 
 async def endpoint_stats(session: AsyncSession, *, tenant: str | None) -> list[EndpointStats]:
-    """Every endpoint that has had a delivery, by tenant then label; `tenant` None: all tenants."""
+    """Every endpoint that has had a delivery, by tenant then label; `tenant` None: all tenants.
+
+    Call first in its transaction: on PostgreSQL the three reads share one snapshot (REPEATABLE READ),
+    so a delivery recorded meanwhile shows in all of them or in none."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
     counts_query = select(
         IntegrationDelivery.tenant, IntegrationDelivery.endpoint_key, IntegrationDelivery.status, func.count()
     ).group_by(IntegrationDelivery.tenant, IntegrationDelivery.endpoint_key, IntegrationDelivery.status)
