@@ -104,6 +104,7 @@ class Claim:
     is_ambiguous: bool
     request_body: str | None
     event_body: str
+    is_endpoint_disabled: bool
 
 
 class DeliveryWorker:
@@ -127,6 +128,8 @@ class DeliveryWorker:
         self._idle = asyncio.Event()
         self._idle.set()
         self._last_gauge_s: float | None = None
+        # (tenant, endpoint_key) whose integration_endpoints row is known to exist: rows are never deleted.
+        self._known_endpoints: set[tuple[str, str]] = set()
 
     def wake(self) -> None:
         """There may be new work (an event was recorded by this process); never blocks."""
@@ -187,6 +190,8 @@ class DeliveryWorker:
             events = list(await session.scalars(query))
             for event in events:
                 await self._fan_out(session, event, now)
+            created = session.sync_session.info.pop("known_endpoints", [])
+        self._known_endpoints.update(created)
         return len(events)
 
     async def _fan_out(self, session: AsyncSession, event: IntegrationEvent, now: datetime) -> None:
@@ -240,12 +245,16 @@ class DeliveryWorker:
         await session.flush()
 
     async def _ensure_endpoint_row(self, session: AsyncSession, tenant: str, endpoint: Endpoint) -> None:
+        if (tenant, endpoint.endpoint_key) in self._known_endpoints:
+            return
         insert = postgresql.insert if _is_postgresql(session) else sqlite.insert
         await session.execute(
             insert(IntegrationEndpoint)
             .values(tenant=tenant, endpoint_key=endpoint.endpoint_key, kind=endpoint.kind, label=endpoint.label)
             .on_conflict_do_nothing(index_elements=["tenant", "endpoint_key"])
         )
+        # Known only once this transaction commits; a rollback just means one more harmless insert.
+        session.sync_session.info.setdefault("known_endpoints", []).append((tenant, endpoint.endpoint_key))
 
     # -- claiming -----------------------------------------------------------------------------------
 
@@ -275,8 +284,10 @@ class DeliveryWorker:
                 .values(lease_until=now + timedelta(seconds=self._options.effective_lease_s), lease_token=token)
             )
             rows = await session.execute(
-                select(IntegrationDelivery, IntegrationEvent.body)
+                select(IntegrationDelivery, IntegrationEvent.body, IntegrationEndpoint.disabled_at)
                 .join(IntegrationEvent, IntegrationEvent.id == IntegrationDelivery.event_id)
+                .outerjoin(IntegrationEndpoint, (IntegrationEndpoint.tenant == IntegrationDelivery.tenant)
+                           & (IntegrationEndpoint.endpoint_key == IntegrationDelivery.endpoint_key))
                 .where(IntegrationDelivery.id.in_(ids), IntegrationDelivery.lease_token == token)
                 .order_by(IntegrationDelivery.next_attempt_at, IntegrationDelivery.id)
             )
@@ -285,9 +296,9 @@ class DeliveryWorker:
                     delivery_id=d.id, lease_token=token, tenant=d.tenant, kind=d.kind, endpoint_key=d.endpoint_key,
                     event_type=d.event_type, message_id=d.message_id, call_sid=d.call_sid, ticket_id=d.ticket_id,
                     attempts=d.attempts, refusals=d.refusals, created_at=d.created_at, is_ambiguous=d.is_ambiguous,
-                    request_body=d.request_body, event_body=body,
+                    request_body=d.request_body, event_body=body, is_endpoint_disabled=disabled_at is not None,
                 )
-                for d, body in rows
+                for d, body, disabled_at in rows
             ]
 
     # -- attempts -----------------------------------------------------------------------------------
@@ -320,7 +331,7 @@ class DeliveryWorker:
             result = AttemptResult(None, error="the endpoint is no longer in the tenant's integrations")
             await self._record(claim, result, Decision("give_up", reason=result.error))
             return
-        if await self._is_disabled(claim):
+        if claim.is_endpoint_disabled:
             result = AttemptResult(None, error="the endpoint is disabled")
             await self._record(claim, result, Decision("give_up", reason=result.error))
             return
@@ -389,15 +400,6 @@ class DeliveryWorker:
                 .values(request_body=body)
             )
         return body
-
-    async def _is_disabled(self, claim: Claim) -> bool:
-        async with self._sessions() as session, session.begin():
-            disabled_at = await session.scalar(
-                select(IntegrationEndpoint.disabled_at).where(
-                    IntegrationEndpoint.tenant == claim.tenant, IntegrationEndpoint.endpoint_key == claim.endpoint_key
-                )
-            )
-        return disabled_at is not None
 
     async def _release(self, claim: Claim, *, delay_s: float) -> None:
         async with self._sessions() as session, session.begin():
