@@ -109,6 +109,7 @@ async def run_phase(base_url: str, tenant: str, calls: int, duration_s: float, p
                     receiver: WebhookReceiver | None) -> dict[str, float]:
     interval_s = duration_s / calls
     sent_at: dict[str, float] = {}
+    answered_at: dict[str, float] = {}
     headers = {"Authorization": f"Bearer {SERVICE_TOKEN}"}
     limits = httpx.Limits(max_connections=20)
     async with httpx.AsyncClient(base_url=base_url, headers=headers, limits=limits, timeout=30) as http:
@@ -126,6 +127,7 @@ async def run_phase(base_url: str, tenant: str, calls: int, duration_s: float, p
             ended = await http.post(f"/api/conversations/{call_sid}/end", json={
                 "end_reason": "caller_hung_up", "ended_at": datetime.now(UTC).isoformat(), "duration_s": 30.0,
                 "usage": {"input_tokens": 100, "output_tokens": 200}})
+            answered_at[call_sid] = time.monotonic()
             assert opened.status_code == 201 and ended.status_code == 200, (opened.text, ended.text)
 
         started = time.monotonic()
@@ -140,7 +142,9 @@ async def run_phase(base_url: str, tenant: str, calls: int, duration_s: float, p
             for r in receiver.received if r.is_verified
         ]
         quantiles = statistics.quantiles(latencies, n=100, method="inclusive")
+        end_requests = statistics.quantiles([answered_at[c] - sent_at[c] for c in sent_at], n=100, method="inclusive")
         return {"p50_ms": quantiles[49] * 1000, "p99_ms": quantiles[98] * 1000, "max_ms": max(latencies) * 1000,
+                "end_p50_ms": end_requests[49] * 1000, "end_p99_ms": end_requests[98] * 1000,
                 "verified": float(sum(r.is_verified for r in receiver.received))}
     return {}
 
@@ -174,6 +178,8 @@ async def main() -> None:
     print(f"{args.calls} calls ending over {args.duration_s:g} s, App server on {backend}")
     print(f"call ended -> webhook received: p50 {latency['p50_ms']:.1f} ms, p99 {latency['p99_ms']:.1f} ms, "
           f"max {latency['max_ms']:.1f} ms ({latency['verified']:.0f} verified)")
+    print(f"of which the POST /end itself (recording the call and its event): p50 {latency['end_p50_ms']:.1f} ms, "
+          f"p99 {latency['end_p99_ms']:.1f} ms")
     print(f"App server CPU per call: {cpu_plain / args.calls * 1000:.2f} ms without integrations, "
           f"{cpu_hooked / args.calls * 1000:.2f} ms with one webhook; "
           f"per delivery: {(cpu_hooked - cpu_plain) / args.calls * 1000:.2f} ms")

@@ -156,10 +156,10 @@ class DeliveryWorker:
                 self._work.clear()
                 claims: list[Claim] = []
                 try:
-                    await self.fan_out_once()
                     free = self._options.concurrency - self._in_flight
-                    if free > 0:
-                        claims = await self.claim(free)
+                    claims = await self.fan_out_once(claim_limit=max(0, free))
+                    if free - len(claims) > 0:
+                        claims += await self.claim(free - len(claims))
                     await self._update_gauges()
                 except (SQLAlchemyError, OSError) as exc:
                     log.warning("integration_delivery.database_unavailable", error_type=type(exc).__name__)
@@ -175,9 +175,14 @@ class DeliveryWorker:
 
     # -- fan-out ------------------------------------------------------------------------------------
 
-    async def fan_out_once(self) -> int:
-        """Turn due events into deliveries, one per endpoint configured for them; return events handled."""
+    async def fan_out_once(self, claim_limit: int = 0) -> list[Claim]:
+        """Turn due events into deliveries, one per endpoint configured for them.
+
+        Up to `claim_limit` of the deliveries due at once are created already leased to this worker and
+        returned as claims: the common path (an event, then its first attempt) costs one transaction less."""
         now = self._clock.wall()
+        token = uuid.uuid4().hex
+        leased: list[tuple[IntegrationDelivery, str]] = []
         async with self._sessions() as session, session.begin():
             query = (
                 select(IntegrationEvent)
@@ -189,12 +194,25 @@ class DeliveryWorker:
                 query = query.with_for_update(skip_locked=True)
             events = list(await session.scalars(query))
             for event in events:
-                await self._fan_out(session, event, now)
+                for delivery in await self._fan_out(session, event, now):
+                    if len(leased) < claim_limit and delivery.next_attempt_at <= now:
+                        delivery.lease_until = now + timedelta(seconds=self._options.effective_lease_s)
+                        delivery.lease_token = token
+                        leased.append((delivery, event.body))
+            await session.flush()
             created = session.sync_session.info.pop("known_endpoints", [])
         self._known_endpoints.update(created)
-        return len(events)
+        return [
+            Claim(
+                delivery_id=d.id, lease_token=token, tenant=d.tenant, kind=d.kind, endpoint_key=d.endpoint_key,
+                event_type=d.event_type, message_id=d.message_id, call_sid=d.call_sid, ticket_id=d.ticket_id,
+                attempts=0, refusals=0, created_at=d.created_at, is_ambiguous=False, request_body=None,
+                event_body=body, is_endpoint_disabled=False,
+            )
+            for d, body in leased
+        ]
 
-    async def _fan_out(self, session: AsyncSession, event: IntegrationEvent, now: datetime) -> None:
+    async def _fan_out(self, session: AsyncSession, event: IntegrationEvent, now: datetime) -> list[IntegrationDelivery]:
         tenant = event.tenant or await session.scalar(
             select(Conversation.tenant).where(Conversation.call_sid == event.call_sid)
         )
@@ -204,16 +222,16 @@ class DeliveryWorker:
                 log.warning("integration_event.tenant_unknown", event_type=event.event_type, call_sid=event.call_sid)
             else:
                 event.next_check_at = now + timedelta(seconds=RECHECK_S)
-            return
+            return []
         if not self._directory.is_loaded:
             event.next_check_at = now + timedelta(seconds=RECHECK_S)
-            return
+            return []
         event.tenant = tenant
         event.status = EVENT_DONE
         integrations = self._directory.get(tenant)
         endpoints = integrations.endpoints_for(event.event_type) if integrations is not None else []
         if not endpoints:
-            return
+            return []
         self._metrics.events_recorded.labels(event_type=event.event_type).inc()
         disabled = set(await session.scalars(
             select(IntegrationEndpoint.endpoint_key).where(
@@ -221,6 +239,7 @@ class DeliveryWorker:
             )
         ))
         call_has_ended: bool | None = None
+        deliveries: list[IntegrationDelivery] = []
         for endpoint in endpoints:
             await self._ensure_endpoint_row(session, tenant, endpoint)
             if endpoint.endpoint_key in disabled:
@@ -236,13 +255,15 @@ class DeliveryWorker:
                     call_has_ended = status == ENDED
                 if not call_has_ended:
                     due = now + timedelta(seconds=self._options.helpdesk_wait_s)
-            session.add(IntegrationDelivery(
+            delivery = IntegrationDelivery(
                 event_id=event.id, tenant=tenant, kind=endpoint.kind, endpoint_key=endpoint.endpoint_key,
                 event_type=event.event_type, message_id="msg_" + uuid.uuid4().hex, call_sid=event.call_sid,
                 ticket_id=event.ticket_id, status=PENDING, attempts=0, refusals=0, created_at=event.occurred_at,
                 next_attempt_at=due, is_ambiguous=False,
-            ))
-        await session.flush()
+            )
+            session.add(delivery)
+            deliveries.append(delivery)
+        return deliveries
 
     async def _ensure_endpoint_row(self, session: AsyncSession, tenant: str, endpoint: Endpoint) -> None:
         if (tenant, endpoint.endpoint_key) in self._known_endpoints:
