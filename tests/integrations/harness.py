@@ -110,7 +110,9 @@ class Stack:
                 await asyncio.sleep(0.02)
 
     async def advance(self, seconds: float) -> None:
-        """Move the App server's clock; its worker sees the new time at its next poll."""
+        """Once no delivery is in flight (every attempt so far recorded, so its retry is scheduled from the
+        time it happened), move the App server's clock; its worker sees the new time at its next poll."""
+        await self.wait_for_endpoints(lambda endpoints: all(e["in_flight"] == 0 for e in endpoints))
         self.clock.advance(seconds)
         await asyncio.sleep(0.1)
 
