@@ -161,3 +161,24 @@ async def test_a_webhook_to_a_private_address_is_refused_unless_allowed(database
     assert "non-public address (127.0.0.1)" in endpoint["last_error"]
     assert "allow_private_network" in endpoint["last_error"]
     assert receiver.received == []
+
+
+async def test_an_endpoint_that_hangs_holds_up_neither_the_record_nor_other_calls(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with WebhookReceiver(hold_s=5.0) as receiver:
+        yaml_text = tenant_yaml(webhook_entry(receiver.url, events="[call.ended]"))
+        async with integration_stack(database_url, tmp_path, yaml_text, environ=ENVIRON,
+                                     SWITCHBOARD_DELIVERY_TIMEOUT_S=1.0) as stack:
+            await stack.open_call("CA108")
+            await stack.end_call("CA108")
+            [busy] = await stack.wait_for_endpoints(lambda e: e and e[0]["in_flight"] == 1)
+            async with asyncio.timeout(1.0):  # while that delivery waits on the endpoint
+                await stack.open_call("CA109")
+                await stack.end_call("CA109")
+                conversations = (await stack.client.get("/api/conversations")).json()["conversations"]
+            [timed_out] = await stack.wait_for_endpoints(lambda e: e[0]["last_error"] is not None)
+
+    assert busy["sent"] == 0
+    assert [(c["call_sid"], c["status"]) for c in conversations] == [("CA109", "ended"), ("CA108", "ended")]
+    assert timed_out["last_error"] == "no answer within 1 s" and timed_out["pending"] == 2

@@ -125,6 +125,7 @@ class DeliveryWorker:
         self._work = asyncio.Event()
         self._in_flight = 0
         self._is_stopping = False
+        self._is_database_down = False
         self._idle = asyncio.Event()
         self._idle.set()
         self._last_gauge_s: float | None = None
@@ -161,8 +162,13 @@ class DeliveryWorker:
                     if free - len(claims) > 0:
                         claims += await self.claim(free - len(claims))
                     await self._update_gauges()
+                    if self._is_database_down:
+                        self._is_database_down = False
+                        log.info("integration_delivery.database_available")
                 except (SQLAlchemyError, OSError) as exc:
-                    log.warning("integration_delivery.database_unavailable", error_type=type(exc).__name__)
+                    if not self._is_database_down:  # once per outage, not once per poll
+                        self._is_database_down = True
+                        log.warning("integration_delivery.database_unavailable", error_type=type(exc).__name__)
                 for claim in claims:
                     self._in_flight += 1
                     self._idle.clear()
