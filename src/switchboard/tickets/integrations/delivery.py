@@ -77,8 +77,9 @@ class DeliveryOptions:
     lease_s: float = 60.0
     concurrency: int = 16
     retry_window_s: float = 26 * 3600.0
-    # A callback ticket reaches the helpdesks once its call has ended (to carry the summary), or after this.
-    helpdesk_wait_s: float = 1900.0
+    # > 0: a callback ticket reaches the helpdesks once its call has ended (to carry the whole summary),
+    # or after this long; 0: at once.
+    helpdesk_wait_s: float = 0.0
     public_url: str = "http://127.0.0.1:8082"
 
     @property
@@ -251,7 +252,7 @@ class DeliveryWorker:
             if endpoint.endpoint_key in disabled:
                 continue
             due = now
-            if endpoint.kind in HELPDESKS:
+            if endpoint.kind in HELPDESKS and self._options.helpdesk_wait_s > 0:
                 if call_has_ended is None:
                     # Locked: the call's end either committed before (we see it) or waits for this fan-out
                     # and then makes these deliveries due (events.EventRecorder.call_ended).

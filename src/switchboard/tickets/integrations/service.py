@@ -52,7 +52,7 @@ class IntegrationsService:
         options = DeliveryOptions(
             poll_s=settings.delivery_poll_s, timeout_s=settings.delivery_timeout_s, lease_s=settings.delivery_lease_s,
             concurrency=settings.delivery_concurrency, retry_window_s=settings.delivery_retry_window_s,
-            public_url=settings.app_public_url,
+            public_url=settings.app_public_url, helpdesk_wait_s=settings.helpdesk_wait_for_end_s,
         )
         worker = DeliveryWorker(
             sessions=sessions, directory=directory, http=delivery_http, clock=clock,
