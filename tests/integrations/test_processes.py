@@ -9,6 +9,7 @@ import os
 import re
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,14 +42,16 @@ async def ai_server(tmp_path: Path, receiver: WebhookReceiver) -> AsyncIterator[
 
 
 @contextlib.asynccontextmanager
-async def app_process(database_url: str, ai_url: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+async def app_process(
+    database_url: str, ai_url: str, **settings: str
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
     """`switchboard serve app` as its own process; killed (SIGKILL) on the way out if still running."""
     port = _free_port()
     env = {
         **os.environ, "APP_DATABASE_URL": database_url, "AI_SERVER_URL": ai_url,
         "SWITCHBOARD_SERVICE_TOKEN": SERVICE_TOKEN, "ACME_WEBHOOK_SECRET": SECRET,
         "SWITCHBOARD_INTEGRATIONS_REFRESH_S": "0.2", "SWITCHBOARD_DELIVERY_POLL_S": "0.1",
-        "SWITCHBOARD_LOG_LEVEL": "WARNING",
+        "SWITCHBOARD_LOG_LEVEL": "WARNING", **settings,
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "switchboard.cli", "serve", "app", "--port", str(port), env=env)
@@ -111,6 +114,28 @@ async def test_an_app_server_killed_with_deliveries_pending_delivers_them_after_
     assert sorted(r.message_id for r in delivered) == sorted(refused_ids)
     assert all(r.is_verified for r in received)
     assert {r.payload["data"]["conversation"]["call_sid"] for r in delivered} == {f"CA40{i}" for i in range(5)}
+
+
+async def test_a_delivery_in_flight_when_its_app_server_is_killed_is_sent_again_once_its_lease_ends(
+    database_url: str, tmp_path: Path
+) -> None:
+    # One attempt is bounded at 2 s, so a claim's lease is 2 * 2 + 5 = 9 s.
+    short = {"SWITCHBOARD_DELIVERY_TIMEOUT_S": "2", "SWITCHBOARD_DELIVERY_LEASE_S": "1"}
+    async with WebhookReceiver(hold_s=30.0) as receiver, ai_server(tmp_path, receiver) as ai_url:
+        async with app_process(database_url, ai_url, **short) as (first, base_url):
+            await end_calls(base_url, ["CA450"])
+            [in_flight] = await receiver.wait_for_arrivals(1, timeout_s=15)
+            first.kill()  # while the endpoint holds the request: the attempt's outcome is never recorded
+            await first.wait()
+            killed_s = time.monotonic()
+        receiver.hold_s = 0.0
+        async with app_process(database_url, ai_url, **short) as (_, base_url):
+            [retried] = await receiver.wait_for(1, timeout_s=20)  # the held request never got its answer out
+
+    assert retried.status_code == 200 and retried.is_verified
+    assert retried.message_id == in_flight
+    # Not before the dead server's lease ended (9 s from its claim), nor long after.
+    assert 5.0 < retried.started_s - killed_s < 12.0
 
 
 @pytest.mark.postgres

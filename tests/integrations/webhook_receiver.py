@@ -56,6 +56,9 @@ class WebhookReceiver:
     answer_headers: dict[str, str] = field(default_factory=dict)
     hold_s: float = 0.0
     received: list[ReceivedWebhook] = field(default_factory=list)
+    """Requests answered, in order of their answers."""
+    arrived: list[str] = field(default_factory=list)
+    """webhook-ids of requests as they arrive, before any hold."""
     _arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
     _closing: asyncio.Event = field(default_factory=asyncio.Event)
     _server: LoopbackServer | None = None
@@ -81,6 +84,9 @@ class WebhookReceiver:
             except Exception as exc:  # the library raises several types for malformed input (addendum C.3)
                 error = f"{type(exc).__name__}: {exc}"
             status_code = 401 if error else (self.answers.pop(0) if self.answers else self.default_status)
+            async with self._arrived:
+                self.arrived.append(headers.get("webhook-id", ""))
+                self._arrived.notify_all()
             if self.hold_s:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), timeout=self.hold_s)
@@ -96,6 +102,12 @@ class WebhookReceiver:
                             headers=self.answer_headers if status_code >= 300 else {})
 
         return app
+
+    async def wait_for_arrivals(self, count: int, timeout_s: float = 10.0) -> list[str]:
+        """Wait until `count` requests have arrived (answered or still held); return their webhook-ids."""
+        async with asyncio.timeout(timeout_s), self._arrived:
+            await self._arrived.wait_for(lambda: len(self.arrived) >= count)
+        return list(self.arrived)
 
     async def wait_for(self, count: int, timeout_s: float = 10.0) -> list[ReceivedWebhook]:
         """Wait until `count` requests have arrived; return them all."""
