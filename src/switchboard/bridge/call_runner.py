@@ -62,6 +62,7 @@ from switchboard.bridge.call.state_machine import CallSettings, CallStateMachine
 from switchboard.bridge.metrics import VoiceMetrics
 from switchboard.bridge.observability import CallObserver, NullObserver, ObserverFactory
 from switchboard.bridge.timeline import TurnTimeline
+from switchboard.bridge.call_options import keypad_and_turn_settings
 from switchboard.bridge.wire.openai_realtime import (
     RealtimeProtocolError,
     encode_append,
@@ -510,6 +511,7 @@ class LiveCall:
             transfer_caller_id=(
                 (profile.transfer or {}).get("caller_id") if self.context.is_sip_call else self.context.caller_number
             ) or None,
+            **keypad_and_turn_settings(profile.extra, dtmf_pause_ms=s.dtmf_pause_ms),
         )
 
     # ------------------------------------------------------------------ readers
