@@ -59,10 +59,10 @@ from switchboard.bridge.call.events import (
 )
 from switchboard.bridge.call.recent import RecentMap
 from switchboard.bridge.call.state_machine import CallSettings, CallStateMachine
+from switchboard.bridge.call_options import keypad_and_turn_settings
 from switchboard.bridge.metrics import VoiceMetrics
 from switchboard.bridge.observability import CallObserver, NullObserver, ObserverFactory
 from switchboard.bridge.timeline import TurnTimeline
-from switchboard.bridge.call_options import keypad_and_turn_settings
 from switchboard.bridge.wire.openai_realtime import (
     RealtimeProtocolError,
     encode_append,

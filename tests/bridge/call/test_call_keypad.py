@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+from tests.bridge.call.callkit import FAR, NO_PACING, answered_call, echo, of_type, settings, speak
+
 from switchboard.bridge.call.actions import (
     AddConversationItem,
     CancelModelResponse,
@@ -29,7 +31,6 @@ from switchboard.bridge.call.events import (
 )
 from switchboard.bridge.call.keypad import KeypadGatherer
 from switchboard.bridge.call.state_machine import CallStateMachine
-from tests.bridge.call.callkit import FAR, NO_PACING, answered_call, echo, of_type, settings, speak
 
 TYPED = "(typed on the phone keypad) "
 
