@@ -4,6 +4,7 @@ fake model received, what the caller got, and what the App server recorded."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -93,8 +94,8 @@ async def test_hash_sends_at_once_keeping_star_and_a_second_run_is_a_second_mess
 async def test_a_dtmf_message_twilio_would_not_send_is_counted_and_dropped(tmp_path: Path) -> None:
     async with voice_stack(tmp_path, SWITCHBOARD_DTMF_PAUSE_MS=200) as stack, stack.caller() as caller:
         session = await _answered(stack, caller)
-        await caller.send_raw('{"event":"dtmf","sequenceNumber":"99","streamSid":"%s","dtmf":{"track":"inbound_track",'
-                              '"digit":"12"}}' % caller.stream_sid)
+        await caller.send_raw(json.dumps({"event": "dtmf", "sequenceNumber": "99", "streamSid": caller.stream_sid,
+                                          "dtmf": {"track": "inbound_track", "digit": "12"}}))
         await asyncio.sleep(0.5)
         assert _user_text_items(session) == []
         async with httpx.AsyncClient() as http:
