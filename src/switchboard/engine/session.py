@@ -78,6 +78,10 @@ def _new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:20]}"
 
 
+# semantic_vad eagerness -> the pause that ends a turn (low waits for the caller, high answers quickly).
+SEMANTIC_SILENCE_MS = {"low": 1500, "medium": 800, "auto": 800, "high": 400}
+
+
 def _default_turn_detection() -> dict[str, Any]:
     return {
         "type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 500,
@@ -218,12 +222,14 @@ class RealtimeSession:
         if config is None:
             self._detector = None
             return
-        # semantic_vad has no threshold or timings; it runs as server_vad with the defaults.
+        # semantic_vad has no threshold or timings: its eagerness becomes how long a pause ends the turn.
+        silence_ms = (SEMANTIC_SILENCE_MS.get(str(config.get("eagerness")), 800) if config["type"] == "semantic_vad"
+                      else int(config.get("silence_duration_ms", 500)))
         appended_ms = self._buffer_start_ms + len(self._buffer) // g711.BYTES_PER_MS
         detector = TurnDetector(
             self._classifier_factory(float(config.get("threshold", 0.5))),
             prefix_padding_ms=int(config.get("prefix_padding_ms", 300)),
-            silence_duration_ms=int(config.get("silence_duration_ms", 500)),
+            silence_duration_ms=silence_ms,
             position_ms=appended_ms - appended_ms % FRAME_MS,
         )
         detector.reset(floor_ms=self._buffer_start_ms)
