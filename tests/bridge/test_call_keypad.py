@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 
-from switchboard.fakes.realtime_server import stream_audio
-from tests.bridge.harness import TENANT_YAML, voice_stack, wait_until
+from switchboard.fakes.realtime_server import FakeRealtimeServer, stream_audio
+from tests.bridge.harness import API_KEY, TENANT_YAML, voice_stack, wait_until
 
 CALLER = "+15557654321"
 TYPED = "(typed on the phone keypad) "
@@ -130,3 +130,47 @@ async def test_the_tenants_turn_detection_goes_into_session_update_as_given(tmp_
             "type": "server_vad", "threshold": 0.7, "silence_duration_ms": 1500}
         assert "type digits on their phone keypad" in update["instructions"]
         await caller.hang_up()
+
+
+async def test_key_tones_in_the_audio_cause_no_second_barge_in_and_no_answer_to_the_beeps(tmp_path: Path) -> None:
+    # The fake model's energy VAD hears the tones Twilio plays into the caller's audio as speech (as a
+    # provider's VAD may): speech_started, a committed turn, and a response of its own.
+    model = FakeRealtimeServer(api_key=API_KEY, energy_vad=True)
+    model.on("response.create", stream_audio(ms=1500, transcript="Order 45 shipped yesterday."))
+    async with voice_stack(tmp_path, model=model, SWITCHBOARD_DTMF_PAUSE_MS=3000) as stack, \
+            stack.caller() as caller:
+        session = await _answered(stack, caller)
+        await session.start_response(stream_audio(ms=4000, transcript="Let me tell you all about it."))
+        await caller.wait_for(lambda: len(caller.heard_mulaw) > 8 * 300, timeout_s=5)
+
+        sent_before_keys = len(session.sent)
+        await caller.press_keys("45#")  # real DTMF tones in the audio, and Twilio's dtmf messages
+        [keyed] = await _wait_user_items(session, 1)
+        assert keyed["item"]["content"][0]["text"] == TYPED + "45"
+        asked_at = session.received.index(keyed)
+        ours = await session.wait_for_event("response.create", after_index=asked_at, timeout_s=3)
+        # The VAD's turn of beeps ends after its silence: it is dropped from the conversation, and the response
+        # the VAD started for it (if any) is cancelled; the answer to the digits plays in full.
+        started = await session.wait_for_sent("input_audio_buffer.speech_started", timeout_s=5,
+                                              after_index=sent_before_keys)
+        committed = await session.wait_for_sent("input_audio_buffer.committed", timeout_s=5,
+                                                after_index=session.sent.index(started))
+        await session.wait_for_event("conversation.item.delete", timeout_s=3,
+                                     predicate=lambda e: e["item_id"] == committed["item_id"])
+        answer = await session.wait_for_sent(
+            "response.done", timeout_s=5,
+            predicate=lambda e: e["response"]["metadata"] is not None
+            and e["response"]["metadata"].get("switchboard_request_id") == ours["event_id"])
+        assert answer["response"]["status"] == "completed"
+        clears_after_keys = caller.clears
+        await caller.wait_for(lambda: not caller.has_unplayed_audio and len(caller.heard_mulaw) > 0, timeout_s=5)
+        assert caller.clears == clears_after_keys  # nothing cut the answer to the digits
+        ours_and_vads = [e for e in session.received[asked_at:] if e["type"] == "response.create"]
+        assert ours_and_vads == [ours]  # the bridge asked once
+        assert _user_text_items(session) == [keyed]
+        await caller.hang_up()
+
+
+async def _wait_user_items(session: Any, count: int) -> list[dict[str, Any]]:
+    await wait_until(lambda: len(_user_text_items(session)) >= count, timeout_s=5)
+    return _user_text_items(session)
