@@ -38,6 +38,7 @@ from switchboard.bridge.call.actions import (
 from switchboard.bridge.call.events import (
     CallerAudio,
     CallerHungUp,
+    CallerPressedKey,
     CallerStartedSpeaking,
     CallerStoppedSpeaking,
     CallerTranscribed,
@@ -538,6 +539,9 @@ class LiveCall:
             return
         if kind is PlaybackMarked:
             self.timeline.mark_played(cast(PlaybackMarked, event).name, self.deps.clock.now())
+        elif kind is CallerPressedKey:
+            # A key interrupts as speech does: its reaction (dtmf read -> clear written) is a barge-in's.
+            self.timeline.caller_started_speaking(self.deps.clock.now())
         elif kind is StreamStarted:
             self._count_bad_frame("twilio", "second_start")
             return
