@@ -343,7 +343,10 @@ class FakeModelSession(WSListener):
             wait_ms = scenario.idle_before_speech_ms + (scenario.response_ms if scenario.burst else 0)
             self._later(wait_ms / 1000, self._idle_speech)
         elif scenario.barge_in_by == "key":
-            pass  # the bridge sends the digits, then its own response.create
+            # The bridge sends the digits, then its own response.create: nothing to script until then.
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
         else:
             self._later(scenario.speech_ms / 1000, self._speech_stopped)
 
