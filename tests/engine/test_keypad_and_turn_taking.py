@@ -83,3 +83,33 @@ def test_typed_digits_alone_fill_the_tool_that_takes_a_number_or_are_read_back()
     assert decide(BrainInput(tools=(LOOKUP,), turns=typed)) == CallTool("lookup_order", {"order_number": "4512"})
     answer = decide(BrainInput(tools=(), turns=typed))
     assert isinstance(answer, Say) and "4 5 1 2" in answer.text
+
+
+def test_server_vad_idle_timeout_prompts_after_the_answer_has_played(
+        validate_server_event: Any) -> None:
+    def loud(frame: bytes) -> bool:
+        return frame[0] != 0xFF
+
+    session = RealtimeSession(classifier_factory=lambda threshold: loud)
+    session.handle({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
+        "format": {"type": "audio/pcmu"},
+        "turn_detection": {"type": "server_vad", "threshold": 0.9, "idle_timeout_ms": 5000}}}}})
+    [created] = [o.event for o in session.handle({"type": "response.create"}) if isinstance(o, Send)
+                 and o.event["type"] == "response.created"]
+    session.response_finish(created["response"]["id"])  # no audio: the timeout counts from now
+
+    def append_silence(ms: int) -> list[dict[str, Any]]:
+        return [o.event for o in session.handle({"type": "input_audio_buffer.append",
+                                                  "audio": base64.b64encode(SILENCE_MS * ms).decode()})
+                if isinstance(o, Send)]
+
+    assert append_silence(4900) == []
+    events = append_silence(200)
+    assert [e["type"] for e in events][:2] == ["input_audio_buffer.timeout_triggered", "input_audio_buffer.committed"]
+    assert "response.created" in [e["type"] for e in events]
+    triggered = events[0]
+    assert triggered["audio_end_ms"] - triggered["audio_start_ms"] >= 5000
+    for event in events:
+        validate_server_event(event)
+    # The prompt is under way: no second one until its answer has played and the timeout passes again.
+    assert append_silence(100) == []

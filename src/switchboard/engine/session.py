@@ -78,6 +78,8 @@ def _new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:20]}"
 
 
+# What the engine's brain is asked when server_vad's idle_timeout_ms passes (its "still there" line).
+IDLE_PROMPT = "The caller has been silent. Ask whether they are still there."
 # semantic_vad eagerness -> the pause that ends a turn (low waits for the caller, high answers quickly).
 SEMANTIC_SILENCE_MS = {"low": 1500, "medium": 800, "auto": 800, "high": 400}
 
@@ -123,6 +125,8 @@ class RealtimeSession:
         self._detector: TurnDetector | None = None
         self._responses: dict[str, _Response] = {}
         self._active_response_id: str | None = None
+        # server_vad idle_timeout_ms: where (in appended audio) the caller's silence began counting.
+        self._idle_from_ms: int | None = None
         self._rebuild_detector()
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -250,9 +254,37 @@ class RealtimeSession:
                 outputs.extend(self._speech_started(vad_event.audio_start_ms))
             elif isinstance(vad_event, SpeechStopped):
                 outputs.extend(self._speech_stopped(vad_event.audio_end_ms))
+        outputs.extend(self._check_idle_timeout())
+        return outputs
+
+    def _check_idle_timeout(self) -> list[Output]:
+        """server_vad `idle_timeout_ms`: counted (in appended audio, the session's clock) from the end of the
+        last response's audio; when it passes with no speech, the silent audio is committed and answered."""
+        config = self._turn_detection or {}
+        idle_timeout_ms = config.get("idle_timeout_ms")
+        if (config.get("type") != "server_vad" or not isinstance(idle_timeout_ms, int) or self._idle_from_ms is None
+                or self._active_response_id is not None or self._speech_item_id is not None):
+            return []
+        position_ms = self._buffer_start_ms + len(self._buffer) // g711.BYTES_PER_MS
+        if position_ms - self._idle_from_ms < idle_timeout_ms:
+            return []
+        item_id = self._new_id("item")
+        outputs: list[Output] = [self._send({
+            "type": "input_audio_buffer.timeout_triggered", "audio_start_ms": max(self._idle_from_ms,
+                                                                                   self._buffer_start_ms),
+            "audio_end_ms": position_ms, "item_id": item_id})]
+        self._idle_from_ms = None
+        mulaw = bytes(self._buffer)
+        self._buffer.clear()
+        self._buffer_start_ms = position_ms
+        if self._detector is not None:
+            self._detector.reset(floor_ms=position_ms)
+        outputs.extend(self._commit(item_id, mulaw))
+        outputs.extend(self._start_response({"instructions": IDLE_PROMPT}))
         return outputs
 
     def _speech_started(self, audio_start_ms: int) -> list[Output]:
+        self._idle_from_ms = None
         self._speech_item_id = self._new_id("item")
         self._speech_start_ms = audio_start_ms
         outputs: list[Output] = [self._send({
@@ -657,6 +689,8 @@ class RealtimeSession:
         response = self._responses[response_id]
         response.status = "completed"
         self._active_response_id = None
+        # The idle timeout counts from when this response's audio will have played (at real time).
+        self._idle_from_ms = self._buffer_start_ms + len(self._buffer) // g711.BYTES_PER_MS + response.output_audio_ms
         return [
             self._send({"type": "response.done", "response": self._response_body(response)}),
             self._send({"type": "rate_limits.updated", "rate_limits": [
