@@ -84,7 +84,8 @@ async def test_hash_sends_at_once_keeping_star_and_a_second_run_is_a_second_mess
         first = await session.wait_for_event("conversation.item.create", timeout_s=2,
                                              predicate=lambda e: e["item"].get("role") == "user")
         assert first["item"]["content"][0]["text"] == TYPED + "12*9"  # long before the 5 s pause
-        await session.wait_for_sent("response.done", after_index=len(session.sent) - 1, timeout_s=5)
+        await session.wait_for_event("response.create", after_index=session.received.index(first), timeout_s=3)
+        await wait_until(lambda: session.active_response is None, timeout_s=5)
         await _press(caller, "7#")
         await wait_until(lambda: len(_user_text_items(session)) == 2, timeout_s=3)
         assert _user_text_items(session)[1]["item"]["content"][0]["text"] == TYPED + "7"
