@@ -185,3 +185,14 @@ def test_the_gatherer_on_its_own():
     outcome = pad.expire(1.0)
     assert outcome is not None and outcome.digits == "1"
     assert not pad.is_gathering and pad.next_deadline() is None
+
+
+def test_a_tone_taken_for_speech_does_not_stop_the_silence_clock():
+    call = answered_call(inactivity_prompt_s=5.0)
+    [request] = of_type(_press(call, "1#", start=1.0), RequestModelResponse)  # "#" at 1.3
+    call.handle(ModelResponseStarted(response_id="resp_1", request_id=request.request_id), now=1.31)
+    call.handle(ModelResponseDone(response_id="resp_1", status="completed"), now=1.32)
+    assert call.next_deadline() == 1.32 + 5.0
+    # The "#" tone's speech_started; a VAD whose buffer was cleared may never send speech_stopped.
+    assert call.handle(CallerStartedSpeaking(), now=1.4) == []
+    assert call.next_deadline() == 1.32 + 5.0

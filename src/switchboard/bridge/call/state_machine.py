@@ -409,9 +409,8 @@ class CallStateMachine:
             case AssistantTranscriptDone():
                 self._on_transcript_done(event, out)
             case CallerStartedSpeaking():
-                if self._keypad.is_tone_guarded(now):
-                    self._caller_speaking = True  # a key's tone: the key press already interrupted
-                else:
+                # A key's tone is not speech: the key press already interrupted (and the silence clock runs on).
+                if not self._keypad.is_tone_guarded(now):
                     self._on_caller_started_speaking(now, out)
             case CallerStoppedSpeaking():
                 self._caller_speaking = False
