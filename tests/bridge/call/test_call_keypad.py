@@ -28,6 +28,7 @@ from switchboard.bridge.call.events import (
     ModelResponseDone,
     ModelResponseStarted,
     ModelSessionOpened,
+    StreamStarted,
 )
 from switchboard.bridge.call.keypad import KeypadGatherer
 from switchboard.bridge.call.state_machine import CallStateMachine
@@ -196,3 +197,15 @@ def test_a_tone_taken_for_speech_does_not_stop_the_silence_clock():
     # The "#" tone's speech_started; a VAD whose buffer was cleared may never send speech_stopped.
     assert call.handle(CallerStartedSpeaking(), now=1.4) == []
     assert call.next_deadline() == 1.32 + 5.0
+
+
+def test_digits_typed_before_the_model_session_opened_reach_it_when_it_does():
+    call = CallStateMachine(settings(dtmf_pause_s=1.0))
+    call.handle(StreamStarted(stream_sid="MZ0001", call_sid="CA0001"), now=0.0)
+    actions = _press(call, "42#", start=0.1)
+    assert of_type(actions, AddConversationItem) == [] and of_type(actions, RequestModelResponse) == []
+    opened = call.handle(ModelSessionOpened(), now=0.5)
+    [item] = of_type(opened, AddConversationItem)
+    assert item.item["content"][0]["text"] == TYPED + "42"
+    assert len(of_type(opened, RequestModelResponse)) == 1
+    assert opened.index(item) < opened.index(of_type(opened, RequestModelResponse)[0])

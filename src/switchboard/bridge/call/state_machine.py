@@ -613,6 +613,10 @@ class CallStateMachine:
         self._model_open = True
         s = self.settings
         out.append(self._session_config())
+        if not self._reconnecting:
+            # Keys typed before the first session opened: the only conversation there is yet.
+            for _, item in sorted(self._history.values(), key=lambda entry: entry[0]):
+                out.append(AddConversationItem(item))
         if self._reconnecting:
             # A new session after a drop: replay the conversation so far, then carry on.
             self._reconnecting = False
