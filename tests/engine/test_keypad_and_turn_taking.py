@@ -113,3 +113,17 @@ def test_server_vad_idle_timeout_prompts_after_the_answer_has_played(
         validate_server_event(event)
     # The prompt is under way: no second one until its answer has played and the timeout passes again.
     assert append_silence(100) == []
+
+
+def test_a_transfer_carries_a_summary_of_what_the_caller_asked() -> None:
+    transfer = ToolSpec("transfer_to_human", "Transfer the call to a human colleague.", {
+        "type": "object", "properties": {"reason": {"type": "string"}, "summary": {"type": "string"}},
+        "required": ["reason", "summary"]})
+    turns = (CallerSaid("Can you check my order?"), AgentSaid("Sure. What is your order number?"),
+             CallerSaid("(typed on the phone keypad) 4512"), AgentSaid("Order 4512 shipped."),
+             CallerSaid("Can I speak to a person please?"))
+    decision = decide(BrainInput(tools=(transfer,), turns=turns))
+    assert isinstance(decision, CallTool) and decision.name == "transfer_to_human"
+    assert decision.arguments["reason"] == "Can I speak to a person please?"
+    assert decision.arguments["summary"] == ("The caller said: Can you check my order? / (typed on the phone keypad) "
+                                             "4512 / Can I speak to a person please?")

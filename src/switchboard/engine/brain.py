@@ -179,7 +179,8 @@ def _answer_caller(given: BrainInput) -> Decision:
     if "create_callback_ticket" in tools and _CALLBACK.search(lowered):
         return _call_or_ask(tools["create_callback_ticket"], text)
     if "transfer_to_human" in tools and _TRANSFER.search(lowered):
-        return CallTool("transfer_to_human", _fill_arguments(tools["transfer_to_human"], text))
+        return CallTool("transfer_to_human",
+                        _fill_arguments(tools["transfer_to_human"], text, summary=_hand_over_summary(given.turns)))
 
     tenant_tools = [tool for tool in given.tools if tool.name not in BUILTIN_TOOLS]
     best = _best_tool(tenant_tools, content)
@@ -221,6 +222,12 @@ def _answer_keys(given: BrainInput, keys: str) -> Decision:
         if len(code_like) == 1 and len(_required(tool)) == 1:
             return CallTool(tool.name, {code_like[0]: digits})
     return Say(f"You typed {' '.join(keys)}. What would you like me to do with that number?")
+
+
+def _hand_over_summary(turns: Sequence[Turn], last: int = 4) -> str:
+    """What a colleague taking the call should know: the caller's last few requests, in order."""
+    asked = [turn.text.strip() for turn in turns if isinstance(turn, CallerSaid) and turn.text.strip()]
+    return "The caller said: " + " / ".join(asked[-last:]) if asked else "The caller asked for a person."
 
 
 def _last_caller_text(turns: Sequence[Turn]) -> str:
