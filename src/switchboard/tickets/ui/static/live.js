@@ -1,0 +1,36 @@
+// Live call page: appends new messages (and replaces changed ones) from the server-sent event stream.
+// Without JavaScript the page still reads; it just does not update until reloaded.
+(function () {
+  "use strict";
+  var list = document.getElementById("transcript");
+  if (!list || !list.dataset.events || !window.EventSource) { return; }
+  var source = new EventSource(list.dataset.events);
+
+  function place(node) {
+    var seq = Number(node.dataset.seq);
+    var items = list.children;
+    for (var i = items.length - 1; i >= 0; i--) {
+      if (Number(items[i].dataset.seq) <= seq) { items[i].after(node); return; }
+    }
+    list.prepend(node);
+  }
+
+  source.addEventListener("message", function (event) {
+    var data = JSON.parse(event.data);
+    var holder = document.createElement("template");
+    holder.innerHTML = data.html.trim();
+    var node = holder.content.firstElementChild;
+    var existing = document.getElementById(data.dom_id);
+    if (existing) { existing.replaceWith(node); } else { place(node); }
+    var empty = document.getElementById("no-messages");
+    if (empty) { empty.remove(); }
+  });
+
+  source.addEventListener("ended", function () {
+    source.close();
+    var note = document.getElementById("live-note");
+    if (note) { note.textContent = "The call has ended. Reload for its figures."; }
+    var status = document.getElementById("call-status");
+    if (status) { status.textContent = "ended"; }
+  });
+})();
