@@ -82,7 +82,6 @@ def parse_filters(request: Request) -> CallFilters:
                        search=search)
 
 
-@router.get("", response_model=None)
 @router.get("/", response_model=None)
 async def home(scope: Scope) -> Response:
     return RedirectResponse("/ui/calls", status_code=303)
