@@ -4,6 +4,7 @@ an interrupted answer, tickets and latency rows; written through the real API th
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -13,7 +14,6 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from switchboard.clock import ManualClock
-
 from switchboard.tickets.database import create_session_factory
 from switchboard.tickets.ui.accounts import AccountStore
 from switchboard.tickets.ui.auth import hash_password
@@ -153,10 +153,17 @@ async def seed_calls(client: httpx.AsyncClient, *, now: datetime = DAY) -> Seede
     return Seeded(acme_ticket_id=acme_ticket, globex_ticket_id=globex_ticket)
 
 
+@functools.cache
+def password_hash() -> str:
+    """One Argon2 hash of PASSWORD for every seeded user: hashing is slow on purpose."""
+    return hash_password(PASSWORD)
+
+
 async def add_user(engine: AsyncEngine, email: str, tenant: str | None, role: str, *, now: datetime = DAY) -> None:
+    hashed = await asyncio.to_thread(password_hash)
     async with create_session_factory(engine)() as session:
-        await AccountStore(session).add_user(email=email, tenant=tenant, role=role,
-                                             password_hash=await asyncio.to_thread(hash_password, PASSWORD), now=now, actor="test")
+        await AccountStore(session).add_user(email=email, tenant=tenant, role=role, password_hash=hashed, now=now,
+                                             actor="test")
 
 
 async def create_key(engine: AsyncEngine, tenant: str, role: str, *, now: datetime = DAY) -> str:

@@ -150,7 +150,8 @@ async def call_page(request: Request, call_sid: CallSidPath, scope: Scope) -> Re
     context = dashboard_context(request)
     conversation = detail.conversation
     return render(
-        request, "call.html", scope.principal, call=conversation, messages=detail.messages, tickets=detail.tickets,
+        request, "call.html", scope.principal, call=conversation, started_at=conversation.started_at,
+        messages=detail.messages, tickets=detail.tickets,
         bars=latency_bars(list(conversation.turns or [])), usage=usage_rows(conversation.usage),
         trace_url=context.trace_url(conversation.trace_id) if scope.principal.sees_tool_details else None,
         last_message_id=max((m.id for m in detail.messages), default=0),
