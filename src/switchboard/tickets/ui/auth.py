@@ -8,6 +8,7 @@ an `operator` sees every tenant with admin rights; the service token is an opera
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -25,8 +26,13 @@ _COOKIE_KEY_CONTEXT = b"switchboard dashboard session v1"
 
 # argon2-cffi's defaults are RFC 9106's second recommended option (Argon2id, 64 MiB, 3 passes).
 _hasher = PasswordHasher()
-# Verified against when the email is unknown, so a miss costs as much as a wrong password.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the email is unknown, so a miss costs as much as a wrong password."""
+    hashed: str = _hasher.hash(secrets.token_urlsafe(16))
+    return hashed
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +83,7 @@ def hash_password(password: str) -> str:
 def verify_password(password_hash: str | None, password: str) -> bool:
     """True when `password` matches. With `password_hash` None, spends the same time and says False."""
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        return _hasher.verify(password_hash or _dummy_hash(), password) and password_hash is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 
