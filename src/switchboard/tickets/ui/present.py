@@ -26,7 +26,10 @@ def offset(at: datetime | None, started_at: datetime | None) -> str:
     if at is None or started_at is None:
         return ""
     seconds = max(0, int((at - started_at).total_seconds()))
-    return f"+{seconds // 60}:{seconds % 60:02d}"
+    hours, rest = divmod(seconds, 3600)
+    if hours:
+        return f"+{hours}:{rest // 60:02d}:{rest % 60:02d}"
+    return f"+{rest // 60}:{rest % 60:02d}"
 
 
 def duration(seconds: float | None) -> str:
