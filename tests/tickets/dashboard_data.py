@@ -33,6 +33,7 @@ USERS = (
     ("dev@acme.test", ACME, "developer"),
     ("admin@acme.test", ACME, "admin"),
     ("dev@globex.test", GLOBEX, "developer"),
+    ("admin@globex.test", GLOBEX, "admin"),
     ("ops@switchboard.test", None, "operator"),
 )
 

@@ -15,7 +15,9 @@ from starlette.routing import Mount
 from tests.tickets.dashboard_data import ACME_SECRET, GLOBEX, Dashboard, create_key, csrf_of, sign_in
 from tests.tickets.harness import build_app
 
+from switchboard.tickets.database import create_session_factory
 from switchboard.tickets.routes.dependencies import require_service_token
+from switchboard.tickets.ui.accounts import AccountStore
 from switchboard.tickets.ui.scope import TENANT_SCOPE_DEPENDENCIES
 
 # Routes that show no tenant's data: probes, metrics and the sign-in form.
@@ -81,8 +83,10 @@ def _shows_acme(response: httpx.Response, dashboard: Dashboard) -> bool:
 
 async def test_tenant_b_gets_nothing_of_tenant_a_from_any_route(dashboard: Dashboard) -> None:
     globex_key = await create_key(dashboard.engine, GLOBEX, "admin")
+    await create_key(dashboard.engine, "acme-support", "viewer")
+    acme_key_id = 2
     async with dashboard.browser() as globex_browser, dashboard.with_bearer(globex_key) as globex_api:
-        assert (await sign_in(globex_browser, "dev@globex.test")).status_code == 303
+        assert (await sign_in(globex_browser, "admin@globex.test")).status_code == 303
         csrf = csrf_of((await globex_browser.get("/ui/calls")).text)
         walked = 0
         for method, route in _routes(dashboard.app):
@@ -102,13 +106,22 @@ async def test_tenant_b_gets_nothing_of_tenant_a_from_any_route(dashboard: Dashb
                 response = await client.request(method, url, json={})
                 assert response.status_code == 401, f"{method} {route.path} took a tenant key for a write"
             else:
-                response = await client.request(method, url, data={"csrf_token": csrf, "status": "done"})
-                assert response.status_code in (303, 404), f"{method} {route.path}: {response.status_code}"
+                form = {"csrf_token": csrf, "status": "done", "email": "viewer@acme.test", "key_id": str(acme_key_id),
+                        "role": "viewer", "password": "a long password", "tenant": "acme-support"}
+                response = await client.request(method, url, data=form)
+                assert response.status_code in (303, 400, 404), f"{method} {route.path}: {response.status_code}"
                 assert not _shows_acme(response, dashboard)
             walked += 1
         assert walked >= 12
     tickets = (await dashboard.service.get("/api/tickets", params={"call_sid": dashboard.seeded.acme_ended})).json()
     assert [t["status"] for t in tickets["tickets"]] == ["open"], "tenant B changed tenant A's ticket"
+    async with create_session_factory(dashboard.engine)() as session:
+        store = AccountStore(session)
+        users = {(u.email, u.tenant) for u in await store.list_users()}
+        keys = {k.id: (k.tenant, k.revoked_at) for k in await store.list_keys()}
+    assert ("viewer@acme.test", "acme-support") in users, "tenant B's admin removed tenant A's user"
+    assert ("viewer@acme.test", GLOBEX) not in users
+    assert keys[acme_key_id] == ("acme-support", None), "tenant B's admin revoked tenant A's key"
 
 
 @pytest.mark.parametrize("path", ["/ui/calls/{acme}", "/ui/calls/{acme}/events"])

@@ -53,7 +53,7 @@ async def test_sign_out_needs_the_csrf_token_and_ends_the_session(dashboard: Das
     async with dashboard.browser() as replay:
         replay.cookies.set("sb_session", session_cookie or "", domain="app.test", path="/ui")
         assert (await replay.get("/ui/calls")).status_code == 303, "a signed-out session must not work again"
-    assert await audit_actions(dashboard) == ["user.added"] * 5 + ["sign_in.succeeded", "sign_out"]
+    assert await audit_actions(dashboard) == ["user.added"] * 6 + ["sign_in.succeeded", "sign_out"]
 
 
 async def test_wrong_passwords_are_refused_then_rate_limited(dashboard: Dashboard) -> None:
@@ -242,3 +242,37 @@ async def test_analytics_figures_per_tenant_and_for_operators(dashboard: Dashboa
         await sign_in(operator, "ops@switchboard.test")
         page = (await operator.get("/ui/analytics", params={"days": "7"})).text
     assert "Per tenant" in page and "globex-help" in page and "<dd>4</dd>" in page
+
+
+async def test_a_tenant_admin_manages_people_and_keys_of_their_tenant(dashboard: Dashboard) -> None:
+    async with dashboard.browser() as viewer:
+        await sign_in(viewer, "viewer@acme.test")
+        assert (await viewer.get("/ui/admin")).status_code == 403
+    async with dashboard.browser() as admin:
+        await sign_in(admin, "admin@acme.test")
+        page = await admin.get("/ui/admin")
+        assert page.status_code == 200 and "dev@acme.test" in page.text and "globex" not in page.text
+        csrf = csrf_of(page.text)
+        added = await admin.post("/ui/admin/users", data={
+            "csrf_token": csrf, "email": "new@acme.test", "password": "long enough pw", "role": "viewer"})
+        assert added.status_code == 200 and "Added new@acme.test (viewer)." in added.text
+        refused = await admin.post("/ui/admin/users", data={
+            "csrf_token": csrf, "email": "op@acme.test", "password": "long enough pw", "role": "operator"})
+        assert refused.status_code == 400 and "op@acme.test" not in refused.text.split('id="users"')[1]
+        created = await admin.post("/ui/admin/keys", data={"csrf_token": csrf, "role": "developer", "name": "crm"})
+        key = re.search(r'<code id="new-key">([^<]+)</code>', created.text)
+        assert key is not None
+        async with dashboard.with_bearer(key[1]) as api:
+            assert (await api.get("/api/tickets")).status_code == 200
+            key_id = re.search(r'name="key_id" value="(\d+)"', created.text)
+            assert key_id is not None
+            revoked = await admin.post("/ui/admin/keys/revoke", data={"csrf_token": csrf, "key_id": key_id[1]})
+            assert revoked.status_code == 303
+            assert (await api.get("/api/tickets")).status_code == 401
+        assert (await admin.post("/ui/admin/users/remove", data={"csrf_token": csrf, "email": "new@acme.test"})
+                ).status_code == 303
+        assert (await admin.post("/ui/admin/users/remove", data={"email": "dev@acme.test"})).status_code == 403
+        audit_page = (await admin.get("/ui/admin")).text.split('id="audit"')[1]
+        for action in ("user.added", "key.created", "key.revoked", "user.removed", "sign_in.succeeded"):
+            assert action in audit_page
+        assert "dev@globex.test" not in audit_page
