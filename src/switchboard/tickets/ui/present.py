@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+import orjson
 
 from switchboard.tickets.figures import MODEL_SHARE_FIELD, turn_latency_ms
 
@@ -56,19 +57,24 @@ def tool_failed(result: str | None) -> bool:
     if not result:
         return False
     try:
-        parsed = json.loads(result)
-    except ValueError:
+        parsed = orjson.loads(result)
+    except orjson.JSONDecodeError:
         return False
     return isinstance(parsed, dict) and (parsed.get("ok") is False or "error" in parsed)
 
 
 def pretty_json(value: Any) -> str:
+    """Indented JSON (orjson: the stdlib's indented encoder is pure Python, and a long call has hundreds)."""
     if isinstance(value, str):
+        text = value
         try:
-            value = json.loads(value)
-        except ValueError:
-            return str(value)
-    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
+            value = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return text
+    try:
+        return orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
+    except TypeError:
+        return str(value)
 
 
 @dataclass(frozen=True, slots=True)

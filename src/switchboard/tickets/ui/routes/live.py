@@ -48,7 +48,7 @@ async def call_events(
         raise NotFound(f"no call {call_sid}")
     started_at = detail.conversation.started_at
     principal = scope.principal
-    template = context.templates.get_template("_message.html")
+    message_item = context.templates.get_template("_message.html").module.message_item  # type: ignore[attr-defined]
     after_id = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
     sent_versions = {} if after_id == 0 else {
         row_id: version for row_id, version in (await message_versions(scope.session, call_sid)).items()
@@ -56,7 +56,7 @@ async def call_events(
     }
 
     def rendered(message: Message) -> dict[str, object]:
-        html = template.render(message=message, started_at=started_at, principal=principal)
+        html = str(message_item(message, started_at, principal))
         return {"dom_id": f"message-{message.id}", "seq": message.seq, "html": html}
 
     async def events() -> AsyncIterator[str]:
