@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
-from sqlalchemy import event, select
+from sqlalchemy import event, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
 
@@ -41,17 +41,28 @@ class ScopeMissing(RuntimeError):
     """A scoped session ran a statement before it was told its tenant: a bug, never a silent full read."""
 
 
+# The conversation a message or ticket belongs to, under its own name so that a criteria inside a query
+# on conversations (a call's "has a ticket") does not correlate to the outer row.
+_OWNER = Conversation.__table__.alias("owner_conversation")
+
+
 def _criteria(tenant: str) -> list[Any]:
     return [
         with_loader_criteria(Conversation, lambda cls: cls.tenant == tenant, include_aliases=True),
+        # Correlated EXISTS on the conversation's unique keys: one index probe per row, where an
+        # IN (SELECT ... WHERE tenant = ...) would build the tenant's whole set of calls per query.
         with_loader_criteria(
             Message,
-            lambda cls: cls.conversation_id.in_(select(Conversation.id).where(Conversation.tenant == tenant)),
+            lambda cls: exists()
+            .where(_OWNER.c.id == cls.conversation_id, _OWNER.c.tenant == tenant)
+            .correlate_except(_OWNER),
             include_aliases=True,
         ),
         with_loader_criteria(
             Ticket,
-            lambda cls: cls.call_sid.in_(select(Conversation.call_sid).where(Conversation.tenant == tenant)),
+            lambda cls: exists()
+            .where(_OWNER.c.call_sid == cls.call_sid, _OWNER.c.tenant == tenant)
+            .correlate_except(_OWNER),
             include_aliases=True,
         ),
         with_loader_criteria(User, lambda cls: cls.tenant == tenant, include_aliases=True),
