@@ -302,6 +302,8 @@ class Stack:
         for process in (self.dashboards_process, self.ai_process, self.app_process):
             if process is not None:
                 stop_process(process)
+        if self.dashboards_process is not None:
+            print((self.workdir / "dashboards.log").read_text().strip()[-2000:], flush=True)
 
 
 # --------------------------------------------------------------------------- one run
