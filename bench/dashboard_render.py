@@ -32,7 +32,8 @@ CASES = (
     ("calls, slower than 700 ms", "/ui/calls?slower_than_ms=700"),
     ("calls, caller digits 12", "/ui/calls?caller=12"),
     ("calls, date range 7 days", "/ui/calls?from=2026-11-20&to=2026-11-26"),
-    ("calls, search 'warranty repair'", "/ui/calls?q=warranty+repair"),
+    ("calls, search 'warranty repair' (common words)", "/ui/calls?q=warranty+repair"),
+    ("calls, search 'xylophone' (in no transcript)", "/ui/calls?q=xylophone"),
     ("call page, 30-minute call (720 messages)", "/ui/calls/CAbench30min"),
 )
 

@@ -202,7 +202,9 @@ async def test_live_stream_sends_messages_resumes_without_duplicates_and_ends(da
         assert whole.headers["content-type"].startswith("text/event-stream")
         ids = re.findall(r"^id: (\d+)$", whole.text, re.M)
         assert len(ids) == 2 and "Hello, is anyone there?" in whole.text and "how can I help" in whole.text
-        assert whole.text.rstrip().endswith('event: ended\ndata: {"status":"ended"}')
+        last = whole.text.rstrip().split("\n\n")[-1]
+        assert last.startswith('event: ended\ndata: {"status":"ended","end_reason":"caller_hung_up"')
+        assert "No turns were measured on this call." in last
         resumed = await browser.get(f"/ui/calls/{seeded.acme_live}/events", headers={"Last-Event-ID": ids[0]})
         assert re.findall(r"^id: (\d+)$", resumed.text, re.M) == [ids[1]]
         assert "Hello, is anyone there?" not in resumed.text

@@ -178,5 +178,6 @@ async def test_a_live_call_page_shows_a_new_message_within_two_seconds(page: Pag
             "end_reason": "caller_hung_up", "ended_at": datetime.now(UTC).isoformat(), "duration_s": 31.0,
             "turns": [{"speech_stopped_to_played_ms": 640.0, "speech_stopped_to_model_audio_ms": 300.0}]})
         assert ended.status_code == 200
-    await page.get_by_text("The call has ended").wait_for(timeout=2_000)
+    await page.get_by_text("The call has ended (caller_hung_up).").wait_for(timeout=2_000)
     assert await page.locator("#transcript > li").count() == 2, "no message was shown twice"
+    assert "640 ms" in await page.locator("#latency-chart").inner_text(), "the end brings the turn latency"

@@ -5,7 +5,8 @@ voice server's audio path does no extra work for any number of watchers. Each ne
 whose `id` is its row id; a reconnecting browser sends `Last-Event-ID` and gets only later rows. A
 message replaced in place (an answer cut to what the caller heard, a tool's result) is sent again
 without an `id`, so the resume point never moves back; the page replaces the element by its DOM id.
-The stream sends `ended` and closes when the call ends, and closes after `MAX_STREAM_S` (the browser
+The stream sends `ended` (with the call's latency chart, which its end record brings) and closes when
+the call ends, and closes after `MAX_STREAM_S` (the browser
 reconnects and resumes).
 """
 
@@ -22,6 +23,7 @@ from fastapi.responses import StreamingResponse
 from switchboard.tickets.models import Message
 from switchboard.tickets.ui.context import dashboard_context
 from switchboard.tickets.ui.errors import NotFound
+from switchboard.tickets.ui.present import latency_bars
 from switchboard.tickets.ui.queries import call_detail, live_state, message_versions, messages_by_id
 from switchboard.tickets.ui.routes.calls import CallSidPath
 from switchboard.tickets.ui.scope import TenantScope, ui_tenant_scope
@@ -49,6 +51,7 @@ async def call_events(
     started_at = detail.conversation.started_at
     principal = scope.principal
     message_item = context.templates.get_template("_message.html").module.message_item  # type: ignore[attr-defined]
+    latency_section = context.templates.get_template("_latency.html").module.latency_section  # type: ignore[attr-defined]
     after_id = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
     sent_versions = {} if after_id == 0 else {
         row_id: version for row_id, version in (await message_versions(scope.session, call_sid)).items()
@@ -58,6 +61,15 @@ async def call_events(
     def rendered(message: Message) -> dict[str, object]:
         html = str(message_item(message, started_at, principal))
         return {"dom_id": f"message-{message.id}", "seq": message.seq, "html": html}
+
+    async def ended(status: str) -> dict[str, object]:
+        """The call's end: its status, end reason and the latency chart its end record brought."""
+        final = await call_detail(scope.session, call_sid)
+        if final is None:
+            return {"status": status}
+        call = final.conversation
+        html = str(latency_section(call, latency_bars(list(call.turns or [])), principal))
+        return {"status": status, "end_reason": call.end_reason, "latency_html": html}
 
     async def events() -> AsyncIterator[str]:
         nonlocal after_id
@@ -80,7 +92,7 @@ async def call_events(
                 yield _event("message", rendered(message), event_id=message.id)
                 last_sent_at = loop.time()
             if state.status != "live":
-                yield _event("ended", {"status": state.status})
+                yield _event("ended", await ended(state.status))
                 return
             if loop.time() - last_sent_at > KEEP_ALIVE_S:
                 last_sent_at = loop.time()

@@ -26,11 +26,18 @@
     if (empty) { empty.remove(); }
   });
 
-  source.addEventListener("ended", function () {
+  source.addEventListener("ended", function (event) {
     source.close();
+    var data = JSON.parse(event.data);
     var note = document.getElementById("live-note");
-    if (note) { note.textContent = "The call has ended. Reload for its figures."; }
+    if (note) { note.textContent = "The call has ended" + (data.end_reason ? " (" + data.end_reason + ")." : "."); }
     var status = document.getElementById("call-status");
     if (status) { status.textContent = "ended"; }
+    var latency = document.getElementById("latency-section");
+    if (latency && data.latency_html) {
+      var holder = document.createElement("template");
+      holder.innerHTML = data.latency_html.trim();
+      latency.replaceWith(holder.content.firstElementChild);
+    }
   });
 })();
