@@ -69,7 +69,13 @@ def _has_ticket(*conditions: Any) -> Any:
     return exists().where(_TICKETS.c.call_sid == Conversation.call_sid, *conditions)
 
 
-def _search_condition(session: AsyncSession, search: str) -> Any:
+# PostgreSQL plans `id IN (messages matching …)` as a walk down the newest calls, testing each one's
+# messages: quick for a common word, seconds for a rare one. Below this many matching messages the
+# matches are gathered first (a GIN index scan) instead.
+RARE_SEARCH_HITS = 5_000
+
+
+async def _search_condition(session: AsyncSession, search: str) -> Any:
     words = _WORD.findall(search)[:8]
     if not words:
         return None
@@ -78,13 +84,18 @@ def _search_condition(session: AsyncSession, search: str) -> Any:
         matching = select(Message.conversation_id).where(
             Message.id.in_(text("SELECT rowid FROM messages_fts WHERE messages_fts MATCH :match").bindparams(match=match))
         )
-    else:
-        query = func.plainto_tsquery("simple", " ".join(words))
-        matching = select(Message.conversation_id).where(func.to_tsvector("simple", Message.text).op("@@")(query))
-    return Conversation.id.in_(matching)
+        return Conversation.id.in_(matching)
+    query = func.plainto_tsquery("simple", " ".join(words))
+    matches = func.to_tsvector("simple", Message.text).op("@@")(query)
+    sample = select(Message.id).where(matches).limit(RARE_SEARCH_HITS).subquery()
+    hits = await session.scalar(select(func.count()).select_from(sample))
+    if (hits or 0) < RARE_SEARCH_HITS:
+        gathered = select(Message.conversation_id).where(matches).cte("search_hits").prefix_with("MATERIALIZED")
+        return Conversation.id.in_(select(gathered.c.conversation_id))
+    return Conversation.id.in_(select(Message.conversation_id).where(matches))
 
 
-def _filtered(session: AsyncSession, filters: CallFilters) -> Select[Conversation, bool]:
+async def _filtered(session: AsyncSession, filters: CallFilters) -> Select[Conversation, bool]:
     query = select(Conversation, _has_ticket().label("has_ticket")).where(Conversation.tenant.is_not(None))
     if filters.date_from is not None:
         query = query.where(Conversation.started_at >= datetime.combine(filters.date_from, time(), UTC))
@@ -102,7 +113,7 @@ def _filtered(session: AsyncSession, filters: CallFilters) -> Select[Conversatio
     if filters.slower_than_ms is not None:
         query = query.where(Conversation.median_turn_ms > filters.slower_than_ms)
     if filters.search:
-        condition = _search_condition(session, filters.search)
+        condition = await _search_condition(session, filters.search)
         if condition is not None:
             query = query.where(condition)
     return query.order_by(Conversation.started_at.desc(), Conversation.id.desc())
@@ -111,7 +122,7 @@ def _filtered(session: AsyncSession, filters: CallFilters) -> Select[Conversatio
 async def list_calls(session: AsyncSession, filters: CallFilters, *, limit: int, offset: int) -> list[CallRow]:
     """Newest first; asks for `limit` rows (ask one more to know whether there is a next page)."""
     async with session.begin():
-        rows = await session.execute(_filtered(session, filters).limit(limit).offset(offset))
+        rows = await session.execute((await _filtered(session, filters)).limit(limit).offset(offset))
         return [CallRow(conversation=row[0], has_ticket=bool(row[1])) for row in rows]
 
 
