@@ -208,6 +208,8 @@ async def test_live_stream_sends_messages_resumes_without_duplicates_and_ends(da
         resumed = await browser.get(f"/ui/calls/{seeded.acme_live}/events", headers={"Last-Event-ID": ids[0]})
         assert re.findall(r"^id: (\d+)$", resumed.text, re.M) == [ids[1]]
         assert "Hello, is anyone there?" not in resumed.text
+        after_page = await browser.get(f"/ui/calls/{seeded.acme_live}/events", params={"after": ids[0]})
+        assert re.findall(r"^id: (\d+)$", after_page.text, re.M) == [ids[1]]
 
 
 async def test_tickets_open_first_numbers_by_role_and_marked_done(dashboard: Dashboard) -> None:

@@ -161,7 +161,7 @@ async def test_tenant_b_sees_nothing_of_tenant_a(page: Page, live_server: LiveSe
 async def test_a_live_call_page_shows_a_new_message_within_two_seconds(page: Page, live_server: LiveServer) -> None:
     seeded = live_server.seeded
     await sign_in(page, live_server, "dev@acme.test")
-    async with page.expect_response(re.compile(r"/events$")):
+    async with page.expect_response(re.compile(r"/events\?after=\d+$")):
         await page.goto(f"{live_server.base_url}/ui/calls/{seeded.acme_live}")
     assert await page.locator("#transcript > li").count() == 1
     async with service(live_server) as client:

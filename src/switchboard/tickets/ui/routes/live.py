@@ -17,7 +17,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from switchboard.tickets.models import Message
@@ -43,7 +43,9 @@ def _event(kind: str, data: dict[str, object], event_id: int | None = None) -> s
 async def call_events(
     request: Request, call_sid: CallSidPath, scope: Scope,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
+    after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
 ) -> StreamingResponse:
+    """`after`: the last message row the page already shows (a reconnect's Last-Event-ID wins)."""
     context = dashboard_context(request)
     detail = await call_detail(scope.session, call_sid)
     if detail is None:
@@ -52,7 +54,7 @@ async def call_events(
     principal = scope.principal
     message_item = context.templates.get_template("_message.html").module.message_item  # type: ignore[attr-defined]
     latency_section = context.templates.get_template("_latency.html").module.latency_section  # type: ignore[attr-defined]
-    after_id = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+    after_id = int(last_event_id) if last_event_id and last_event_id.isdigit() else after
     sent_versions = {} if after_id == 0 else {
         row_id: version for row_id, version in (await message_versions(scope.session, call_sid)).items()
         if row_id <= after_id

@@ -4,7 +4,8 @@
   "use strict";
   var list = document.getElementById("transcript");
   if (!list || !list.dataset.events || !window.EventSource) { return; }
-  var source = new EventSource(list.dataset.events);
+  // Start after the messages the page was rendered with; a reconnect resumes from Last-Event-ID.
+  var source = new EventSource(list.dataset.events + "?after=" + encodeURIComponent(list.dataset.lastId || "0"));
 
   function place(node) {
     var seq = Number(node.dataset.seq);
