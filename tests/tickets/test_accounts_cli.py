@@ -75,6 +75,9 @@ async def test_users_add_list_remove_take_effect_at_once(running: tuple[Cli, htt
     (["keys", "revoke", "99"], "", "no API key with id 99"),
     (["keys", "revoke", "abc"], "", "is not a number"),
     (["keys", "create", "--tenant", "bad tenant!", "--role", "viewer"], "", "is not a valid tenant key"),
+    (["keys", "create", "--tenant", "acme", "--role", "superuser"], "", "invalid choice: 'superuser'"),
+    (["users", "add", "--email", "x@acme.test", "--role", "viewer"], "", "one of the arguments --tenant --operator"),
+    (["users"], "", "the following arguments are required"),
 ])
 async def test_errors_are_one_clear_line_and_change_nothing(
     running: tuple[Cli, httpx.AsyncClient], args: list[str], stdin: str, message: str
@@ -82,7 +85,7 @@ async def test_errors_are_one_clear_line_and_change_nothing(
     cli, _ = running
     code, out, err = await cli.run(*args, stdin=stdin)
     assert code == 2 and out == ""
-    assert len(err.strip().splitlines()) == 1 and message in err and err.startswith("switchboard: ")
+    assert len(err.strip().splitlines()) == 1 and message in err and err.startswith("switchboard")
     _, listed, _ = await cli.run("users", "list")
     assert listed.strip().splitlines()[1:] == []
 

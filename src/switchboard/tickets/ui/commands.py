@@ -13,7 +13,7 @@ import getpass
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 if TYPE_CHECKING:
     from switchboard.tickets.ui.accounts import AccountStore
@@ -25,9 +25,18 @@ _ACTOR = "cli"
 _T = TypeVar("_T")
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """Usage mistakes are one line on stderr and exit 2, like every other error of these commands."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_INVALID, f"{self.prog}: {message}\n")
+
+
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     users = sub.add_parser("users", help="people who sign in to the dashboard (APP_DATABASE_URL)")
-    users_sub = users.add_subparsers(dest="users_command", required=True)
+    users.error = _OneLineErrors.error.__get__(users)  # type: ignore[method-assign]
+    users_sub = users.add_subparsers(dest="users_command", required=True, parser_class=_OneLineErrors,
+                                     metavar="add|remove|list")
     add = users_sub.add_parser("add", help="add a user; the password is read from standard input")
     add.add_argument("--email", required=True)
     who = add.add_mutually_exclusive_group(required=True)
@@ -39,7 +48,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     users_sub.add_parser("list", help="list users")
 
     keys = sub.add_parser("keys", help="tenant API keys for /api/* (APP_DATABASE_URL)")
-    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    keys.error = _OneLineErrors.error.__get__(keys)  # type: ignore[method-assign]
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, parser_class=_OneLineErrors,
+                                   metavar="create|revoke|list")
     create = keys_sub.add_parser("create", help="create a key; it is printed once, only its hash is kept")
     create.add_argument("--tenant", required=True)
     create.add_argument("--role", required=True, choices=["viewer", "developer", "admin"])
