@@ -61,6 +61,15 @@ class Stack:
     clock: ManualClock
     ai_database_url: str
     folder: Path
+    app: Any
+
+    def browser(self) -> httpx.AsyncClient:
+        """A client without credentials, keeping cookies, for the dashboard."""
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://app.test")
+
+    def with_bearer(self, token: str) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://app.test",
+                                 headers={"Authorization": f"Bearer {token}"})
 
     async def reload(self, text: str) -> None:
         await load_tenant_file(self.ai_database_url, text, self.folder)
@@ -141,4 +150,4 @@ async def integration_stack(
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app.test",
                           headers={"Authorization": f"Bearer {SERVICE_TOKEN}"}) as client,
     ):
-        yield Stack(client, clock, ai_database_url, folder)
+        yield Stack(client, clock, ai_database_url, folder, app)

@@ -63,10 +63,13 @@ class WebhookReceiver:
     _closing: asyncio.Event = field(default_factory=asyncio.Event)
     _server: LoopbackServer | None = None
 
+    _url: str | None = None
+
     @property
     def url(self) -> str:
-        assert self._server is not None
-        return self._server.base_url + "/hooks/switchboard"
+        """Still answers after the receiver stopped (for assertions)."""
+        assert self._url is not None, "the receiver has not started"
+        return self._url
 
     def build_app(self) -> FastAPI:
         app = FastAPI(docs_url=None, redoc_url=None)
@@ -118,6 +121,7 @@ class WebhookReceiver:
     async def __aenter__(self) -> WebhookReceiver:
         self._server = LoopbackServer(self.build_app(), name="webhook-receiver")
         await self._server.start()
+        self._url = self._server.base_url + "/hooks/switchboard"
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -33,8 +33,11 @@ def _recorder(request: Request) -> EventRecorder | None:
 
 
 async def conversation_repository(request: Request) -> AsyncIterator[ConversationRepository]:
-    async with app_context(request).sessions() as session:
-        yield ConversationRepository(session, _recorder(request))
+    context = app_context(request)
+    async with context.sessions() as session:
+        yield ConversationRepository(
+            session, prices=context.prices, model=context.price_model, events=_recorder(request)
+        )
 
 
 async def ticket_repository(request: Request) -> AsyncIterator[TicketRepository]:

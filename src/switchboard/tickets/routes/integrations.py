@@ -13,13 +13,15 @@ from switchboard.tickets.context import AppServerContext
 from switchboard.tickets.errors import EndpointNotFound
 from switchboard.tickets.integrations.models import IntegrationEndpoint
 from switchboard.tickets.integrations.stats import endpoint_stats
-from switchboard.tickets.routes.dependencies import app_context
+from switchboard.tickets.routes.dependencies import app_context, require_service_token
 from switchboard.tickets.schemas import UtcTime
+from switchboard.tickets.ui.scope import TenantScope, api_tenant_scope
 
 log = get_logger("switchboard.tickets")
 router = APIRouter(prefix="/api/integrations", tags=["integrations"])
 
 Context = Annotated[AppServerContext, Depends(app_context)]
+Scope = Annotated[TenantScope, Depends(api_tenant_scope)]
 TenantKey = Annotated[str, Query(min_length=1, max_length=200)]
 
 
@@ -44,10 +46,11 @@ class EndpointList(BaseModel):
 
 
 @router.get("/endpoints")
-async def list_endpoints(context: Context, tenant: TenantKey | None = None) -> EndpointList:
-    """Every webhook and helpdesk endpoint that has had a delivery, with its figures."""
-    async with context.sessions() as session, session.begin():
-        rows = await endpoint_stats(session, tenant=tenant)
+async def list_endpoints(scope: Scope, tenant: TenantKey | None = None) -> EndpointList:
+    """Every webhook and helpdesk endpoint that has had a delivery, with its figures. An API key sees its
+    tenant's only (the scope's session filters the rows); `tenant` narrows further."""
+    async with scope.session.begin():
+        rows = await endpoint_stats(scope.session, tenant=tenant)
     return EndpointList(endpoints=[
         EndpointView(
             tenant=r.tenant, endpoint=r.endpoint_key, kind=r.kind, label=r.label, sent=r.sent, failed=r.failed,
@@ -58,7 +61,7 @@ async def list_endpoints(context: Context, tenant: TenantKey | None = None) -> E
     ])
 
 
-@router.post("/endpoints/enable")
+@router.post("/endpoints/enable", dependencies=[Depends(require_service_token)])
 async def enable_endpoint(context: Context, tenant: TenantKey, endpoint: TenantKey) -> dict[str, bool]:
     """Re-enable an endpoint disabled by a 410; new events reach it again (those refused meanwhile do not)."""
     async with context.sessions() as session, session.begin():

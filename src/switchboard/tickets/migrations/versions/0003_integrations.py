@@ -1,7 +1,7 @@
 """Integrations: events to fan out, the delivery queue, and per-endpoint state (contract §9).
 
-Revision ID: 0002_integrations
-Revises: 0001
+Revision ID: 0003_integrations
+Revises: 0002
 Create Date: 2026-12-05
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002_integrations"
-down_revision = "0001"
+revision = "0003_integrations"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
