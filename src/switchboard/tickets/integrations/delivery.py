@@ -156,20 +156,8 @@ class DeliveryWorker:
         async with asyncio.TaskGroup() as tasks:
             while not self._is_stopping:
                 self._work.clear()
-                claims: list[Claim] = []
-                try:
-                    free = self._options.concurrency - self._in_flight
-                    claims = await self.fan_out_once(claim_limit=max(0, free))
-                    if free - len(claims) > 0:
-                        claims += await self.claim(free - len(claims))
-                    await self._update_gauges()
-                    if self._is_database_down:
-                        self._is_database_down = False
-                        log.info("integration_delivery.database_available")
-                except (SQLAlchemyError, OSError) as exc:
-                    if not self._is_database_down:  # once per outage, not once per poll
-                        self._is_database_down = True
-                        log.warning("integration_delivery.database_unavailable", error_type=type(exc).__name__)
+                # Nothing can be fanned out or sent before the tenants' integrations are known.
+                claims = await self._fan_out_and_claim() if self._directory.is_loaded else []
                 for claim in claims:
                     self._in_flight += 1
                     self._idle.clear()
@@ -179,6 +167,24 @@ class DeliveryWorker:
                         await self._work.wait()
                 except TimeoutError:
                     pass
+
+    async def _fan_out_and_claim(self) -> list[Claim]:
+        """One pass over the queue: fan out new events, claim what is due (up to the free slots)."""
+        claims: list[Claim] = []
+        try:
+            free = self._options.concurrency - self._in_flight
+            claims = await self.fan_out_once(claim_limit=max(0, free))
+            if free - len(claims) > 0:
+                claims += await self.claim(free - len(claims))
+            await self._update_gauges()
+            if self._is_database_down:
+                self._is_database_down = False
+                log.info("integration_delivery.database_available")
+        except (SQLAlchemyError, OSError) as exc:
+            if not self._is_database_down:  # once per outage, not once per poll
+                self._is_database_down = True
+                log.warning("integration_delivery.database_unavailable", error_type=type(exc).__name__)
+        return claims
 
     # -- fan-out ------------------------------------------------------------------------------------
 
@@ -229,9 +235,6 @@ class DeliveryWorker:
                 log.warning("integration_event.tenant_unknown", event_type=event.event_type, call_sid=event.call_sid)
             else:
                 event.next_check_at = now + timedelta(seconds=RECHECK_S)
-            return []
-        if not self._directory.is_loaded:
-            event.next_check_at = now + timedelta(seconds=RECHECK_S)
             return []
         event.tenant = tenant
         event.status = EVENT_DONE
