@@ -20,9 +20,10 @@ from switchboard.clock import Clock
 from switchboard.config import AppSettings
 from switchboard.outbound_http import Resolver, resolve_addresses
 from switchboard.tickets.integrations.config import IntegrationsDirectory
-from switchboard.tickets.integrations.delivery import DeliveryOptions, DeliveryWorker
+from switchboard.tickets.integrations.delivery import DeliveryWorker
 from switchboard.tickets.integrations.events import EventRecorder
 from switchboard.tickets.integrations.metrics import DeliveryMetrics
+from switchboard.tickets.integrations.queue import DeliveryOptions
 from switchboard.tickets.integrations.transport import build_delivery_http_client
 
 STOP_TIMEOUT_S = 5.0
