@@ -818,7 +818,8 @@ class FakeRealtimeSession:
         chunks: list[bytes] = []
         ordinal = len(self.responses)
         total_ms = reply.duration_ms
-        for index, start_ms in enumerate(range(0, total_ms, chunk_ms)):
+        # Counted over the whole response, so the deltas of its second item differ from its first's.
+        for index, start_ms in enumerate(range(0, total_ms, chunk_ms), start=len(response.audio_deltas)):
             length_ms = min(chunk_ms, total_ms - start_ms)
             if reply.mulaw is not None:
                 chunks.append(audio[start_ms * bytes_per_ms : (start_ms + length_ms) * bytes_per_ms])
