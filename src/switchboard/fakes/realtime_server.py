@@ -37,6 +37,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from switchboard.openai_models import DEFAULT_REALTIME_MODEL
 from switchboard.simulator.speech import (
     MULAW_BYTES_PER_MS,
     mulaw_to_pcm16,
@@ -1246,7 +1247,7 @@ class FakeRealtimeServer:
     async def _handle(self, connection: ServerConnection) -> None:
         assert connection.request is not None
         query = parse_qs(urlsplit(connection.request.path).query)
-        model = query.get("model", ["gpt-realtime"])[0]
+        model = query.get("model", [DEFAULT_REALTIME_MODEL])[0]
         session = FakeRealtimeSession(self, connection, len(self.sessions), model)
         self.sessions.append(session)
         async with self._sessions_changed:
