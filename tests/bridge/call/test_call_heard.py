@@ -12,10 +12,12 @@ import pytest
 from callkit import NO_PACING, PlayingTwilio, answered_call, mulaw_b64, of_type
 
 from switchboard.bridge.call.actions import (
+    AddConversationItem,
     CancelModelResponse,
     ClearCallerPlayback,
     DeleteModelItem,
     RecordMessage,
+    SendToolResult,
     TruncateModelAudio,
 )
 from switchboard.bridge.call.events import (
@@ -26,6 +28,8 @@ from switchboard.bridge.call.events import (
     ModelResponseDone,
     ModelResponseStarted,
     ModelSessionOpened,
+    ToolCallFinished,
+    ToolCallRequested,
 )
 
 PACED = {"playback_lead_ms": 300.0, "mark_interval_ms": 100.0}
@@ -183,3 +187,20 @@ def test_after_a_session_recycle_the_new_session_hears_nothing_about_the_old_ses
     assert actions == [ClearCallerPlayback(), *of_type(actions, RecordMessage)]
     [record] = of_type(actions, RecordMessage)
     assert record.text == "one two three…"  # 3000 of 4000 ms
+
+
+def test_a_tool_that_finishes_after_a_reconnect_is_answered_with_its_call_recreated_first() -> None:
+    call = answered_call(**PACED)
+    call.handle(ModelResponseStarted(response_id="resp_1"), now=1.0)
+    call.handle(ToolCallRequested(response_id="resp_1", call_id="call_1", name="lookup_order",
+                                  arguments='{"order_number": "7"}'), now=1.0)
+    call.handle(ModelResponseDone(response_id="resp_1", status="completed"), now=1.1)
+    call.handle(ModelDisconnected("1006"), now=1.2)
+    call.handle(ModelSessionOpened(), now=1.4)
+
+    actions = call.handle(ToolCallFinished(call_id="call_1", output='{"status": "shipped"}'), now=1.6)
+
+    recreated = of_type(actions, AddConversationItem)
+    assert recreated == [AddConversationItem({"type": "function_call", "call_id": "call_1", "name": "lookup_order",
+                                              "arguments": '{"order_number": "7"}'})]
+    assert actions.index(recreated[0]) < actions.index(of_type(actions, SendToolResult)[0])

@@ -167,6 +167,7 @@ class _ToolRun:
     started_at: float
     seq: int
     next_thinking_at: float
+    generation: int = 0  # the model session that asked for it
 
 
 @dataclass(slots=True)
@@ -272,7 +273,7 @@ class CallStateMachine:
 
         # Tools.
         self._tools: dict[str, _ToolRun] = {}
-        self._tool_results: list[SendToolResult] = []
+        self._tool_results: list[CallAction] = []  # SendToolResult, each maybe after its call re-created
 
         # Conversation record order.
         self._seq = 0
@@ -848,6 +849,7 @@ class CallStateMachine:
         self._tools[event.call_id] = _ToolRun(
             call_id=event.call_id, name=event.name, arguments=event.arguments, response_id=event.response_id,
             started_at=now, seq=seq, next_thinking_at=now + self.settings.thinking_delay_s,
+            generation=self._generation,
         )
         if self._next_thinking_at is None:
             self._next_thinking_at = now + self.settings.thinking_delay_s
@@ -874,6 +876,11 @@ class CallStateMachine:
                 self._ledger.record_cleared(now)
                 self._unmarked_ms = 0.0
                 self._play_end_estimate = min(self._play_end_estimate, now)
+        if run.generation != self._generation:
+            # Asked for by a session that has since been replaced: the new one has never seen the call, so
+            # it is created there first (an output for an unknown call_id is an error).
+            self._tool_results.append(AddConversationItem({
+                "type": "function_call", "call_id": run.call_id, "name": run.name, "arguments": run.arguments}))
         self._tool_results.append(SendToolResult(run.call_id, output))
         out.append(
             RecordMessage(
