@@ -52,12 +52,17 @@ RESPONSE_MS = 4000
 WORDS = 48
 TRANSCRIPT = " ".join(f"w{i}" for i in range(WORDS))
 FRAME_MS = 20
+SPEECH_S = 1.2  # the caller talks this long after barging in
+THINK_S = 0.4  # then the model answers after this long
 SILENT_FRAME = base64.b64encode(b"\xff" * 160).decode()
 
 
 class Results:
     def __init__(self) -> None:
         self.heard: dict[str, float] = {}  # item id -> ms the caller had played of it at the clear
+        self.behind_ms: dict[str, float] = {}  # item id -> how far behind its timers this process ran then
+        self.lag: LoopLag | None = None
+        self.window: tuple[float, float] = (float("inf"), float("inf"))  # loop times; clears outside don't count
         self.truncated: dict[str, int] = {}  # item id -> audio_end_ms
         self.deleted: set[str] = set()
         self.item_call: dict[str, str] = {}  # item id -> call sid
@@ -112,7 +117,10 @@ class Session(WSListener):
             return
         if frame.msg_type != WSMsgType.TEXT:
             return
-        event = orjson.loads(frame.get_payload_as_bytes())
+        data = frame.get_payload_as_bytes()
+        if data.startswith(b'{"type":"input_audio_buffer.append"'):
+            return  # caller audio: nothing to do with it here (and the commonest message by far)
+        event = orjson.loads(data)
         kind = event.get("type")
         if kind == "session.update":
             self._send({"type": "session.updated", "session": {"id": f"sess_{self.index}", "type": "realtime"}})
@@ -163,14 +171,14 @@ class Session(WSListener):
     def _speech_started(self) -> None:
         self._send({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0,
                     "item_id": f"user_{self.index}_{self.responses}"})
-        self._later(0.3, self._speech_stopped)
+        self._later(SPEECH_S, self._speech_stopped)
 
     def _speech_stopped(self) -> None:
         self._done("cancelled")  # the bridge's cancel normally came first
         user = f"user_{self.index}_{self.responses}"
         self._send({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 0, "item_id": user})
         self._send({"type": "input_audio_buffer.committed", "previous_item_id": None, "item_id": user})
-        self._later(0.1, self._respond)
+        self._later(THINK_S, self._respond)
 
 
 # --------------------------------------------------------------------------- the caller
@@ -267,9 +275,13 @@ class Caller(WSListener):
                 self.pending[name] = self.loop.call_at(due, self._echo, name)
         elif event == "clear":
             played = self.position(now)
+            in_window = self.results.window[0] <= now < self.results.window[1]
+            lag = self.results.lag
+            behind_ms = max(0.0, now - lag.due) * 1000 if lag is not None else 0.0
             for start, end, item_id in self.spans:
-                if item_id is not None and start < played:
+                if item_id is not None and start < played and in_window:
                     self.results.heard[item_id] = self.results.heard.get(item_id, 0.0) + min(end, played) - start
+                    self.results.behind_ms[item_id] = behind_ms
             self.spans.clear()
             self.queued_ms = self.clock_ms = played
             self.clock_at = now
@@ -308,17 +320,31 @@ async def run(stack: Stack, calls: int, seconds: float, run_id: int, seed: int) 
         headers = {"X-Twilio-Signature": RequestValidator(AUTH_TOKEN).compute_signature(stream_url, {})}
         for index in range(calls):
             caller = Caller(results, f"CA{run_id:08x}{index:024x}", f"MZ{run_id:08x}{index:024x}")
+            try:
+                await ws_connect(lambda c=caller: c, stream_url, extra_headers=headers,
+                                 websocket_handshake_timeout=20)
+            except (OSError, TimeoutError) as exc:
+                results.errors.append(f"call {index} not connected: {type(exc).__name__}")
+                continue
             callers.append(caller)
-            await ws_connect(lambda c=caller: c, stream_url, extra_headers=headers, websocket_handshake_timeout=10)
             await asyncio.sleep(0.02)  # 50 new calls a second
+        await asyncio.sleep(3.0)  # settle: every call up, its first answer under way
+        loop = asyncio.get_running_loop()
+        results.window = (loop.time(), loop.time() + seconds)
         samples.window_start_ns = now_ns()
-        lag = LoopLag(samples)
+        lag = results.lag = LoopLag(samples)
         await asyncio.sleep(seconds)
         lag.stop()
         for caller in callers:
             caller.hang_up()
-        await asyncio.sleep(3.0)  # the voice server's outbox delivers the last records
+        await wait_for_outbox(port)  # the voice server's outbox delivers the last records
         records = await fetch_records(stack, [c.call_sid for c in callers])
+        for _ in range(30):  # and the App server has stored them all: until two readings 2 s apart agree
+            await asyncio.sleep(2.0)
+            again = await fetch_records(stack, [c.call_sid for c in callers])
+            if again == records:
+                break
+            records = again
     finally:
         stop_process(process)
         server.close()
@@ -326,6 +352,9 @@ async def run(stack: Stack, calls: int, seconds: float, run_id: int, seed: int) 
             async with asyncio.timeout(5):
                 await server.wait_closed()
     errors = [float(results.truncated[i]) - heard for i, heard in results.heard.items() if i in results.truncated]
+    # Barge-ins whose clear this process handled on time (its own 10 ms timer not overdue by 5 ms or more).
+    on_time = [abs(float(results.truncated[i]) - heard) for i, heard in results.heard.items()
+               if i in results.truncated and results.behind_ms.get(i, 0.0) < 5.0]
     deleted_but_heard = [i for i, heard in results.heard.items() if i in results.deleted and heard >= 1.0]
     word_gaps = []
     for item_id, heard in results.heard.items():
@@ -340,12 +369,27 @@ async def run(stack: Stack, calls: int, seconds: float, run_id: int, seed: int) 
         "calls": calls, "barge_ins": len(errors), "err_p50_ms": pct(abs_errors, 0.5),
         "err_p99_ms": pct(abs_errors, 0.99), "err_max_ms": max(abs_errors, default=None),
         "signed_err_mean_ms": statistics.fmean(errors) if errors else None,
+        "on_time_n": len(on_time), "on_time_p50_ms": pct(on_time, 0.5), "on_time_p99_ms": pct(on_time, 0.99),
+        "on_time_max_ms": max(on_time, default=None),
         "deleted_but_heard": len(deleted_but_heard), "records": len(word_gaps),
         "words_gap_p50_pct": 100 * (pct(abs_gaps, 0.5) or 0), "words_gap_p99_pct": 100 * (pct(abs_gaps, 0.99) or 0),
         "words_gap_max_pct": 100 * max(abs_gaps, default=0.0),
         "within_10pct": sum(1 for g in abs_gaps if g <= 0.10), "loadgen_lag_p99_ms": lag_p99(samples),
-        "protocol_surprises": len(results.errors),
+        "calls_connected": len(callers), "surprises": results.errors[:5],
     }
+
+
+async def wait_for_outbox(port: int, timeout_s: float = 30.0) -> None:
+    """Until the voice server's outbox is empty (bounded), so the App server holds every record."""
+    async with httpx.AsyncClient(timeout=5.0) as http:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    await asyncio.sleep(1.0)
+                    text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+                    depth = [line for line in text.splitlines() if line.startswith("switchboard_outbox_depth ")]
+                    if depth and float(depth[0].split()[1]) == 0:
+                        return
 
 
 def lag_p99(samples: Samples) -> float | None:
@@ -375,13 +419,15 @@ def table(rows: list[dict[str, Any]]) -> str:
     def f(value: Any, digits: int = 1) -> str:
         return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
-    lines = ["| calls | barge-ins | \\|audio_end_ms − heard\\| p50 / p99 / max (ms) | mean signed (ms) | heard but "
-             "deleted | records | words − heard fraction p50 / p99 / max (points) | within ±10 % | loadgen lag p99 ms |",
-             "|" + "---|" * 9]
+    lines = ["| calls | barge-ins | \\|audio_end_ms − heard\\| p50 / p99 / max (ms) | mean signed (ms) | same, clear "
+             "handled on time: n, p50 / p99 / max | heard but deleted | records | words − heard fraction p50 / p99 / "
+             "max (points) | within ±10 % | loadgen lag p99 ms |",
+             "|" + "---|" * 10]
     for r in rows:
         lines.append(
             f"| {r['calls']} | {r['barge_ins']} | {f(r['err_p50_ms'])} / {f(r['err_p99_ms'])} / {f(r['err_max_ms'])} | "
-            f"{f(r['signed_err_mean_ms'])} | {r['deleted_but_heard']} | {r['records']} | "
+            f"{f(r['signed_err_mean_ms'])} | {r['on_time_n']}, {f(r['on_time_p50_ms'])} / {f(r['on_time_p99_ms'])} / "
+            f"{f(r['on_time_max_ms'])} | {r['deleted_but_heard']} | {r['records']} | "
             f"{f(r['words_gap_p50_pct'])} / {f(r['words_gap_p99_pct'])} / {f(r['words_gap_max_pct'])} | "
             f"{r['within_10pct']}/{r['records']} | {f(r['loadgen_lag_p99_ms'])} |")
     return "\n".join(lines)

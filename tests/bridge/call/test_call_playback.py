@@ -288,3 +288,26 @@ def test_bookkeeping_of_finished_responses_stays_bounded_on_a_long_call():
     seqs: RecentMap[str, int] = RecentMap(2)
     seqs["a"], seqs["b"], seqs["c"] = 1, 2, 3
     assert list(seqs) == ["b", "c"]
+
+
+def test_an_echo_late_beyond_the_recent_ones_does_not_pull_heard_back():
+    call = answered_call(mark_interval_ms=100.0, **NO_PACING)
+    _, marks = speak(call, response_id="resp_1", item_id="item_1", chunks_ms=[20] * 150, now=10.0)
+    for index, mark in enumerate(marks[:10]):  # echoed on time: mark k at 10.0 + (k + 1) * 0.1
+        call.handle(PlaybackMarked(name=mark.name), now=10.0 + (index + 1) * 0.1)
+    call.handle(PlaybackMarked(name=marks[10].name), now=11.18)  # due at 11.1, held up 80 ms on the way back
+
+    actions = call.handle(CallerStartedSpeaking(), now=11.19)
+
+    assert TruncateModelAudio(item_id="item_1", audio_end_ms=1190) in actions
+
+
+def test_a_steady_echo_lag_is_kept_so_the_truncate_errs_on_the_side_of_less_heard():
+    call = answered_call(mark_interval_ms=100.0, **NO_PACING)
+    _, marks = speak(call, response_id="resp_1", item_id="item_1", chunks_ms=[20] * 150, now=10.0)
+    for index, mark in enumerate(marks[:10]):  # every echo 50 ms after its audio would have played
+        call.handle(PlaybackMarked(name=mark.name), now=10.05 + (index + 1) * 0.1)
+
+    actions = call.handle(CallerStartedSpeaking(), now=11.08)
+
+    assert TruncateModelAudio(item_id="item_1", audio_end_ms=1030) in actions

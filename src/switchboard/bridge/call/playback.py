@@ -4,11 +4,18 @@ Pure: no I/O, no clock reads (every method that needs the time takes `now`, mono
 
 How "heard" is worked out. Twilio plays the audio it was sent in order and without gaps while any is
 queued, and echoes a mark once everything sent before it has played (protocols.md §2.4). So a mark echo is
-an anchor: at the moment it arrived, playback stood at the mark's position in the stream. From there the
-ledger walks forward in time over the audio sent after it: playback runs continuously at real time, except
-that a chunk can't start before it was sent (the buffer ran dry and Twilio waited). The result is never
-beyond what was sent. A `clear` echoes every pending mark without the audio having played, so marks
-pending at a `clear` are forgotten, and playback restarts from nothing at the next chunk.
+an anchor: when it arrived, playback stood at the mark's position in the stream. From there the ledger
+walks forward in time over the audio sent after it: playback runs continuously at real time, except that a
+chunk can't start before it was sent (the buffer ran dry and Twilio waited). The result is never beyond
+what was sent. A `clear` echoes every pending mark without the audio having played, so marks pending at a
+`clear` are forgotten, and playback restarts from nothing at the next chunk.
+
+An echo can arrive late for reasons that say nothing about playback (jitter on the way back, a busy
+peer). Each mark knows when its audio would have finished had playback started the moment it was sent;
+an echo's lateness against that is the round trip plus any delay. The smallest lateness of the recent
+echoes is taken as the steady part (the round trip); whatever one echo has beyond it is treated as delay
+in transit, and its anchor is moved back by that much. A steady lag (a slow network, Twilio's own
+buffering) is therefore kept, and the estimate stays on the side of less heard, never more.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ MULAW_BYTES_PER_MS = 8
 # Chunks kept since the last echoed mark (about 1 s of 20 ms chunks is the usual worst case); past this
 # the anchor moves to the estimate itself, so a stream that stops echoing marks costs no more.
 _MAX_SENDS = 256
+# Echoes whose lateness sets the steady part (about 1.6 s of marks at the default 100 ms interval).
+_LATENESS_WINDOW = 16
 
 
 def mulaw_ms_of_base64(payload: str) -> float:
@@ -49,6 +58,8 @@ class PendingMark:
     """What of `item_id` had been sent when the mark went out (what the wire shows)."""
     stream_ms: float = 0.0
     """Everything sent to the caller before the mark, in ms of stream."""
+    due_at: float = 0.0
+    """When the audio before it would have finished playing, had playback started as it was sent."""
 
 
 class PlaybackLedger:
@@ -65,6 +76,9 @@ class PlaybackLedger:
         self._anchor_at: float | None = None
         # Chunks sent since the anchor: (sent at, stream ms at the chunk's end).
         self._sends: deque[tuple[float, float]] = deque()
+        # When everything sent would have played, had playback started as each chunk was sent.
+        self._scheduled_end_at = 0.0
+        self._lateness_s: deque[float] = deque(maxlen=_LATENESS_WINDOW)
 
     def record_sent(self, item_id: str | None, duration_ms: float, now: float) -> PendingMark:
         """Account audio sent for `item_id` at `now` and return the mark to send right after it."""
@@ -76,6 +90,7 @@ class PlaybackLedger:
         start = self._sent_stream_ms
         end = start + duration_ms
         self._sent_stream_ms = end
+        self._scheduled_end_at = max(self._scheduled_end_at, now) + duration_ms / 1000.0
         sends = self._sends
         if len(sends) >= _MAX_SENDS:
             # No echo for a long while (marks lost?): re-anchor at the estimate, which walks on identically.
@@ -101,7 +116,7 @@ class PlaybackLedger:
         end_ms = item.sent_ms if item is not None else 0.0
         self._mark_counter += 1
         mark = PendingMark(name=f"m{self._mark_counter}", item_id=item_id, audio_end_ms=int(end_ms),
-                           stream_ms=self._sent_stream_ms)
+                           stream_ms=self._sent_stream_ms, due_at=self._scheduled_end_at)
         self._pending[mark.name] = mark
         return mark
 
@@ -115,9 +130,13 @@ class PlaybackLedger:
             earlier_name, _ = self._pending.popitem(last=False)
             if earlier_name == name:
                 break
+        lateness_s = now - mark.due_at
+        self._lateness_s.append(lateness_s)
+        # Late beyond the recent steady part: delayed on the way back, not played later.
+        excess_s = lateness_s - min(self._lateness_s)
         if mark.stream_ms >= self._anchor_ms:
             self._anchor_ms = mark.stream_ms
-            self._anchor_at = now
+            self._anchor_at = now - excess_s
             sends = self._sends
             while sends and sends[0][1] <= mark.stream_ms:
                 sends.popleft()
@@ -129,6 +148,7 @@ class PlaybackLedger:
         self._anchor_ms = self._sent_stream_ms
         self._anchor_at = now
         self._sends.clear()
+        self._scheduled_end_at = now
 
     def played_stream_ms(self, now: float) -> float:
         """Where playback stands at `now`, in ms of everything sent (see the module docstring)."""
