@@ -468,13 +468,13 @@ class CallStateMachine:
         if not self._ledger.has_unplayed_audio:
             # Everything sent has played: resynchronise the estimate with reality.
             self._play_end_estimate = min(self._play_end_estimate, now)
+        # An item done and heard to its end needs no more watching (cheap tests first: this runs per echo).
         for item in list(self._playing_items.values()):
-            item.heard_ms = self._ledger.heard_ms(item.item_id, now)
             if (
                 item.transcript is not None
                 and item.response_id != self._active_response_id
                 and not self._item_has_queued_audio(item.item_id)
-                and item.heard_ms >= self._ledger.sent_ms(item.item_id)
+                and self._ledger.heard_ms(item.item_id, now) >= self._ledger.sent_ms(item.item_id)
             ):
                 self._playing_items.pop(item.item_id)
 
