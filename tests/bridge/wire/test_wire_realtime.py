@@ -254,7 +254,7 @@ def test_rejects_malformed_server_events_with_a_fixed_kind(raw, kind):
 def test_session_update_for_a_call_matches_the_contract_and_the_sdk_type():
     call = CallStateMachine(
         CallSettings(instructions="You answer the phone for Acme. We are open now.", greeting="Hi!", voice="cedar",
-                     speed=1.1, tools=(LOOKUP_ORDER,), transcription_model="gpt-4o-mini-transcribe")
+                     speed=1.1, tools=(LOOKUP_ORDER,), transcription_model="gpt-transcribe")
     )
     [configure] = [a for a in call.handle(ModelSessionOpened(), now=0.0) if isinstance(a, ConfigureModelSession)]
 
@@ -276,7 +276,7 @@ def test_session_update_for_a_call_matches_the_contract_and_the_sdk_type():
                     "turn_detection": {"type": "server_vad", "threshold": 0.9, "prefix_padding_ms": 300,
                                        "silence_duration_ms": 500, "create_response": True,
                                        "interrupt_response": True},
-                    "transcription": {"model": "gpt-4o-mini-transcribe"},
+                    "transcription": {"model": "gpt-transcribe"},
                 },
                 "output": {"format": {"type": "audio/pcmu"}, "voice": "cedar", "speed": 1.1},
             },
