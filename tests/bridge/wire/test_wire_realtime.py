@@ -364,10 +364,10 @@ def test_every_client_event_a_whole_call_produces_is_a_valid_ga_event():
     actions += call.handle(CallerStartedSpeaking(item_id="item_2"), now=0.6)
     actions += call.handle(ModelResponseDone("resp_1", "cancelled"), now=0.65)
     actions += call.handle(ModelResponseStarted("resp_2"), now=1.0)
-    actions += call.handle(ModelAudio("resp_2", "item_3", AUDIO), now=1.05)
     actions += call.handle(ToolCallRequested("resp_2", "call_1", "lookup_order", '{"id": "A7"}'), now=1.1)
     actions += call.handle(ToolCallFinished("call_1", '{"status": "shipped"}'), now=1.2)
-    actions += call.handle(CallerStartedSpeaking(item_id="item_4"), now=1.3)
+    actions += call.handle(ModelAudio("resp_2", "item_3", AUDIO), now=1.3)
+    actions += call.handle(CallerStartedSpeaking(item_id="item_4"), now=1.3)  # item_3 never heard: deleted
     actions += call.handle(ModelResponseDone("resp_2", "cancelled"), now=1.4)
 
     sent = [text for text in map(encode_realtime_action, actions) if text is not None]
