@@ -146,8 +146,9 @@ async def test_a_two_item_response_interrupted_in_its_second_item_leaves_the_fir
 
 
 @pytest.mark.parametrize("how", ["drop", "recycle"])
-async def test_a_barge_in_after_a_new_model_session_tells_it_nothing_about_old_items(tmp_path: Path, how: str) -> None:
-    # The bug: the truncate for the old session's item went to the new session, which answered with an error.
+async def test_a_barge_in_after_a_new_model_session_touches_only_what_it_was_given(tmp_path: Path, how: str) -> None:
+    # The bug: the truncate for the old session's item went to the new session, which answered with an error;
+    # and the new session kept the whole replayed answer although the caller cut it short.
     overrides = {"SWITCHBOARD_MODEL_SESSION_MAX_S": 1.5} if how == "recycle" else {}
     async with voice_stack(tmp_path, model=burst_model(stream_audio(ms=6000, transcript=WORDS_48)),
                            **overrides) as stack, stack.caller() as caller:
@@ -168,10 +169,17 @@ async def test_a_barge_in_after_a_new_model_session_tells_it_nothing_about_old_i
         await second.speech_stopped()
         await second.wait_for_sent("response.done", timeout_s=5)
 
+        # Only items the new session was given are touched: our replay of the old answer, replaced by the
+        # part the caller heard.
+        given = {e["item"].get("id") for e in second.events_of("conversation.item.create")}
         about_items = [e for e in second.received if e["type"] in (
             "conversation.item.truncate", "conversation.item.delete", "conversation.item.retrieve")]
-        assert about_items == []
+        assert [e["type"] for e in about_items] == ["conversation.item.delete"]
+        assert about_items[0]["item_id"] in given and item_id not in given
         assert second.errors_sent == [] and second.protocol_errors == []
         heard_ms = caller.heard_ms_of(deltas)
         cut = await assistant_text(stack, caller.call_sid, item_id, changed_from=WORDS_48)
         assert abs(len(cut.rstrip("…").split()) / 48 - heard_ms / 6000) <= 0.10, (cut, heard_ms)
+        [replacement] = [e["item"] for e in second.events_of("conversation.item.create")
+                         if e["item"].get("role") == "assistant" and "id" not in e["item"]]
+        assert replacement["content"][0]["text"] == cut

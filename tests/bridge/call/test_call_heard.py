@@ -150,7 +150,7 @@ def test_an_item_the_server_starts_after_the_cancel_is_deleted_and_never_recorde
     assert of_type(transcript, RecordMessage) == []
 
 
-def test_after_a_reconnect_the_new_session_hears_nothing_about_the_old_sessions_items() -> None:
+def test_after_a_reconnect_the_new_session_hears_only_about_what_it_was_given() -> None:
     call = answered_call(**PACED)
     twilio = PlayingTwilio(call)
     burst(twilio, response_id="resp_1", item_id="item_1", ms=4000, now=10.0)
@@ -158,20 +158,25 @@ def test_after_a_reconnect_the_new_session_hears_nothing_about_the_old_sessions_
     twilio.run_until(10.5)
     twilio.perform(call.handle(ModelDisconnected("1006"), now=10.5), 10.5)
     twilio.run_until(10.8)
-    twilio.perform(call.handle(ModelSessionOpened(), now=10.8), 10.8)
+    opened = twilio.perform(call.handle(ModelSessionOpened(), now=10.8), 10.8)
     twilio.run_until(11.0)  # the old answer's audio still plays meanwhile
+    [replayed] = [a.item for a in of_type(opened, AddConversationItem) if a.item.get("role") == "assistant"]
+    assert replayed["content"][0]["text"] == "one two three four five six seven eight"
 
     actions = twilio.perform(call.handle(CallerStartedSpeaking(), now=11.0), 11.0)
 
     assert actions[0] == ClearCallerPlayback()
     assert of_type(actions, TruncateModelAudio) == []
-    assert of_type(actions, DeleteModelItem) == []
     assert of_type(actions, CancelModelResponse) == []
-    [record] = of_type(actions, RecordMessage)  # the record is still cut to what was heard
+    # Only what the new session was given (our replay, under our own id) is touched: replaced by the heard part.
+    assert of_type(actions, DeleteModelItem) == [DeleteModelItem(replayed["id"])]
+    [heard] = of_type(actions, AddConversationItem)
+    assert heard.item["content"][0]["text"] == "one two…"
+    [record] = of_type(actions, RecordMessage)  # the record is cut to what was heard
     assert record.text == "one two…"
 
 
-def test_after_a_session_recycle_the_new_session_hears_nothing_about_the_old_sessions_items() -> None:
+def test_after_a_session_recycle_the_new_session_hears_only_about_what_it_was_given() -> None:
     call = answered_call(**PACED, model_session_max_s=60.0)
     twilio = PlayingTwilio(call)
     burst(twilio, response_id="resp_1", item_id="item_1", ms=4000, now=58.0)
@@ -179,12 +184,15 @@ def test_after_a_session_recycle_the_new_session_hears_nothing_about_the_old_ses
     call.handle(ModelResponseDone("resp_1", "completed"), now=58.0)
     twilio.run_until(60.5)
     assert any(type(a).__name__ == "ReconnectModel" for a in twilio.actions)
-    twilio.perform(call.handle(ModelSessionOpened(), now=60.6), 60.6)
+    opened = twilio.perform(call.handle(ModelSessionOpened(), now=60.6), 60.6)
     twilio.run_until(61.0)
+    [replayed] = [a.item for a in of_type(opened, AddConversationItem) if a.item.get("role") == "assistant"]
 
     actions = twilio.perform(call.handle(CallerStartedSpeaking(), now=61.0), 61.0)
 
-    assert actions == [ClearCallerPlayback(), *of_type(actions, RecordMessage)]
+    assert actions[0] == ClearCallerPlayback()
+    assert of_type(actions, TruncateModelAudio) == []
+    assert of_type(actions, DeleteModelItem) == [DeleteModelItem(replayed["id"])]
     [record] = of_type(actions, RecordMessage)
     assert record.text == "one two three…"  # 3000 of 4000 ms
 

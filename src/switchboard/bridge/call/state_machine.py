@@ -186,6 +186,9 @@ class _AssistantItem:
     # its response is done.
     audio_complete: bool = False
     generation: int = 0  # the model session it belongs to; older sessions never hear about it
+    # Still playing when a new session replaced the old one: the text replayed there, under our own id.
+    replay_id: str | None = None
+    replay_generation: int = -1
 
 
 @dataclass(slots=True)
@@ -270,6 +273,7 @@ class CallStateMachine:
         self._unheard_items: RecentSet[str] = RecentSet(64)
         # Counts model sessions; an item belongs to the one that produced it.
         self._generation = 0
+        self._replay_counter = 0
 
         # Tools.
         self._tools: dict[str, _ToolRun] = {}
@@ -537,6 +541,13 @@ class CallStateMachine:
                     out.append(TruncateModelAudio(item_id=item.item_id, audio_end_ms=int(heard_ms)))
                 else:
                     out.append(DeleteModelItem(item_id=item.item_id))
+            elif self._model_open and item.replay_id is not None and item.replay_generation == self._generation:
+                # The new session holds our replay of the whole text: replace it with the part that was heard.
+                out.append(DeleteModelItem(item_id=item.replay_id))
+                heard_part = cut_transcript(item.transcript or "", heard_ms, item.produced_ms)
+                if heard_part:
+                    out.append(AddConversationItem({
+                        "type": "message", "role": "assistant", "content": [{"type": "output_text", "text": heard_part}]}))
             self._record_assistant(item, out)
             self._playing_items.pop(item.item_id)
             self._interrupted_items[item.item_id] = item
@@ -554,7 +565,14 @@ class CallStateMachine:
             self._reconnecting = False
             if not self._tools:
                 self._next_thinking_at = None
-            for _, item in sorted(self._history.values(), key=lambda entry: entry[0]):
+            for key, (_, item) in sorted(self._history.items(), key=lambda entry: entry[1][0]):
+                playing = self._playing_items.get(key.removeprefix("assistant:")) if key.startswith("assistant:") else None
+                if playing is not None:
+                    # Still playing: replayed whole under an id of ours, so a barge-in can replace it later.
+                    self._replay_counter += 1
+                    playing.replay_id = f"sb_replay_{self._replay_counter}"
+                    playing.replay_generation = self._generation
+                    item = {**item, "id": playing.replay_id}
                 out.append(AddConversationItem(item))
             if self._resume_after_reconnect:
                 self._resume_after_reconnect = False
