@@ -42,6 +42,7 @@ from bridge_latency import (  # noqa: E402
     NICE,
     SERVICE_TOKEN,
     Stack,
+    cpu_seconds,
     free_port,
     stop_process,
     wait_for_http,
@@ -314,6 +315,7 @@ async def run(stack: Stack, calls: int, seconds: float, run_id: int, seed: int) 
     process = stack.start_target("voice", port)
     callers: list[Caller] = []
     samples = Samples()
+    cpu_pct: dict[str, int] = {}
     try:
         await wait_for_http(f"http://127.0.0.1:{port}/health-check/ready")
         stream_url = f"ws://127.0.0.1:{port}/twilio-stream"
@@ -333,7 +335,14 @@ async def run(stack: Stack, calls: int, seconds: float, run_id: int, seed: int) 
         results.window = (loop.time(), loop.time() + seconds)
         samples.window_start_ns = now_ns()
         lag = results.lag = LoopLag(samples)
+        pids = {"loadgen": os.getpid(), "voice": process.pid,
+                "ai_app": [p.pid for p in (stack.ai_process, stack.app_process) if p is not None]}
+        cpu_before = {name: sum(cpu_seconds(p) for p in (pid if isinstance(pid, list) else [pid]))
+                      for name, pid in pids.items()}
         await asyncio.sleep(seconds)
+        cpu_pct = {name: round(100 * (sum(cpu_seconds(p) for p in (pid if isinstance(pid, list) else [pid]))
+                                      - cpu_before[name]) / seconds)
+                   for name, pid in pids.items()}
         lag.stop()
         for caller in callers:
             caller.hang_up()
@@ -375,7 +384,7 @@ async def run(stack: Stack, calls: int, seconds: float, run_id: int, seed: int) 
         "words_gap_p50_pct": 100 * (pct(abs_gaps, 0.5) or 0), "words_gap_p99_pct": 100 * (pct(abs_gaps, 0.99) or 0),
         "words_gap_max_pct": 100 * max(abs_gaps, default=0.0),
         "within_10pct": sum(1 for g in abs_gaps if g <= 0.10), "loadgen_lag_p99_ms": lag_p99(samples),
-        "calls_connected": len(callers), "surprises": results.errors[:5],
+        "calls_connected": len(callers), "surprises": results.errors[:5], "cpu_pct": cpu_pct,
     }
 
 
