@@ -115,8 +115,14 @@ class AppOutbox(ConversationRecorder, Protocol):
     async def wait_until_idle(self, timeout_s: float) -> bool: ...
 
     async def create_ticket(
-        self, *, call_sid: str, kind: str, phone_number: str, reason: str, requested_time: str | None
+        self, *, call_sid: str, kind: str, phone_number: str, reason: str, requested_time: str | None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]: ...
+
+    def create_ticket_nowait(
+        self, *, call_sid: str, kind: str, phone_number: str, reason: str, requested_time: str | None,
+        idempotency_key: str,
+    ) -> None: ...
 
 
 ToolExecutor = Callable[["LiveCall", str, dict[str, Any]], "asyncio.Future[str] | Any"]
