@@ -186,6 +186,8 @@ class LiveCall:
         self._timer_at: float | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self._bad_frames: dict[str, int] = {}
+        # The stream's sequenceNumber of the last key press: increasing per stream, so one not above it is a repeat.
+        self._last_key_sequence: int | None = None
         self.timings = CallTimings(created_at=deps.clock.now())
         self.timeline = TurnTimeline()
         self.observer: CallObserver = deps.observer_factory()
@@ -548,6 +550,13 @@ class LiveCall:
         if kind is PlaybackMarked:
             self.timeline.mark_played(cast(PlaybackMarked, event).name, self.deps.clock.now())
         elif kind is CallerPressedKey:
+            sequence = cast(CallerPressedKey, event).sequence_number
+            if sequence is not None:
+                if self._last_key_sequence is not None and sequence <= self._last_key_sequence:
+                    # The same `dtmf` again (a duplicate delivery): not a second press, no second barge-in.
+                    self._count_bad_frame("twilio", "duplicate_dtmf")
+                    return
+                self._last_key_sequence = sequence
             # A key interrupts as speech does: its reaction (dtmf read -> clear written) is a barge-in's.
             self.timeline.caller_started_speaking(self.deps.clock.now())
         elif kind is StreamStarted:
