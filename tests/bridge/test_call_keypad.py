@@ -196,3 +196,25 @@ async def test_a_repeated_dtmf_message_is_one_key_press(tmp_path: Path) -> None:
             metrics = (await http.get(stack.voice_url + "/metrics")).text
         assert 'switchboard_bad_frames_total{kind="duplicate_dtmf",peer="twilio"} 2.0' in metrics
         await caller.hang_up()
+
+
+async def test_keys_typed_before_the_model_session_opened_are_answered_after_the_greeting(tmp_path: Path) -> None:
+    slow = FakeRealtimeServer(api_key=API_KEY, session_created_delay_s=1.0)  # the model's session is slow to open
+    async with voice_stack(tmp_path, model=slow, SWITCHBOARD_DTMF_PAUSE_MS=200) as stack, stack.caller() as caller:
+        await caller.place_call(to="+15551230001", from_=CALLER)
+        await caller.connect_stream()
+        await _press(caller, "42#")  # typed while the session is still opening
+        session = await stack.model.wait_for_session(timeout_s=5)
+
+        greeting = await session.wait_for_event("response.create", timeout_s=5)
+        assert "Thanks for calling Acme Outdoor" in greeting["response"]["instructions"]
+        assert _user_text_items(session) == []  # nothing of the keypad before the greeting's request
+        await session.wait_for_sent("response.done", timeout_s=10)
+        item = await session.wait_for_event("conversation.item.create", timeout_s=5,
+                                            predicate=lambda e: e["item"].get("role") == "user")
+        assert item["item"]["content"] == [{"type": "input_text", "text": TYPED + "42"}]
+        assert session.received.index(greeting) < session.received.index(item)
+        answer = await session.wait_for_event("response.create", after_index=session.received.index(item), timeout_s=5)
+        assert "instructions" not in answer["response"]
+        assert session.protocol_errors == []
+        await caller.hang_up()
