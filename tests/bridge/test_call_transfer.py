@@ -17,7 +17,7 @@ from twilio.request_validator import RequestValidator
 from switchboard.bridge.adapters.tickets_client import AppServerOutbox
 from switchboard.bridge.app import create_app as create_voice_app
 from switchboard.fakes.realtime_server import function_call
-from tests.bridge.harness import AUTH_TOKEN, SERVICE_TOKEN, voice_stack
+from tests.bridge.harness import AUTH_TOKEN, SERVICE_TOKEN, TENANT_YAML, voice_stack
 
 CALLER = "+15557654321"
 SUMMARY = "Order A-1001 arrived damaged; the caller wants a replacement before Friday."
@@ -229,3 +229,24 @@ async def test_a_callback_ticket_made_while_the_app_server_is_down_arrives_once_
         messages = await _messages_until(stack, caller.call_sid, lambda ms: any(
             m["role"] == "tool" and "not_answered" in (m.get("result") or "") for m in ms))
         assert json.loads(_transfer_message(messages)["result"])["callback_ticket"] == "queued"
+
+
+async def test_the_callback_left_when_the_model_is_lost_survives_an_app_server_outage(tmp_path: Path) -> None:
+    no_transfer = TENANT_YAML.replace('    transfer: {number: "+15559990000", caller_id: "+15551230001"}\n', "")
+    assert no_transfer != TENANT_YAML
+    async with voice_stack(tmp_path, tenant_yaml=no_transfer, SWITCHBOARD_MODEL_RECONNECT_WINDOW_S=0.6) as stack, \
+            stack.caller() as caller:
+        await caller.place_call(to="+15551230001", from_=CALLER)
+        session = await stack.model.wait_for_session(timeout_s=5)
+        await caller.connect_stream()
+        await session.wait_for_event("response.create", timeout_s=5)
+        stack.app_network.is_down = True
+        await stack.model.aclose()  # the model is gone for good, and there is nobody to transfer to
+        request = await stack.twilio_rest.wait_for_request(timeout_s=10)
+        assert "<Say>" in request.form["Twiml"] and "<Dial" not in request.form["Twiml"]
+        assert await stack.tickets(caller.call_sid) == []
+
+        stack.app_network.is_down = False
+        assert await stack.outbox.wait_until_idle(timeout_s=10)
+        [ticket] = await stack.tickets(caller.call_sid)
+        assert ticket["phone_number"] == CALLER and "unavailable" in ticket["reason"]

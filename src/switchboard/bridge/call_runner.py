@@ -815,12 +815,21 @@ class LiveCall:
         recorder = self.deps.recorder
         if recorder is None or not hasattr(recorder, "create_ticket") or not self.context.caller_number:
             return
+        fields: dict[str, Any] = {
+            "call_sid": self.context.call_sid, "kind": "callback", "phone_number": self.context.caller_number,
+            "reason": reason, "requested_time": None,
+            "idempotency_key": f"{self.context.call_sid}:model-unavailable-callback"}
         try:
-            await recorder.create_ticket(call_sid=self.context.call_sid, kind="callback",
-                                         phone_number=self.context.caller_number, reason=reason,
-                                         requested_time=None)
-        except SwitchboardError as exc:
-            log.error("callback_ticket.failed", error=type(exc).__name__)
+            async with asyncio.timeout(self.deps.settings.http_timeout_s * 2):
+                await recorder.create_ticket(**fields)
+        except (TimeoutError, SwitchboardError) as exc:
+            if (isinstance(exc, TimeoutError) or getattr(exc, "retryable", False)) and hasattr(
+                    recorder, "create_ticket_nowait"):
+                # The App server is down too: the durable outbox delivers it once it is back.
+                recorder.create_ticket_nowait(**fields)
+                log.warning("callback_ticket.queued", error=type(exc).__name__)
+            else:
+                log.error("callback_ticket.failed", error=type(exc).__name__)
 
     def _summary(self) -> str:
         """A short hand-over note for the human agent: the last lines of the conversation."""
