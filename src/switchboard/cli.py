@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("--timeout-s", type=float, default=120.0)
 
     sub.add_parser("demo", help="start everything on embedded defaults and place a simulated call")
+
+    migrate = sub.add_parser("migrate", help="bring the AI and App databases to the newest schema, then exit")
+    migrate.add_argument("targets", nargs="*", metavar="ai|app|all", help="which databases (default: all)")
     return parser
 
 
@@ -62,6 +65,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from switchboard.demo import demo_command
 
             return demo_command()
+        if args.command == "migrate":
+            from switchboard.migrations_command import migrate_command
+
+            if not set(args.targets) <= {"ai", "app", "all"}:
+                _parser().error(f"migrate: unknown database {args.targets}; choose from ai, app, all")
+            return migrate_command(args.targets)
     except SettingsError as exc:
         print(f"switchboard: {exc}", file=sys.stderr)
         return 2
