@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+HELM := $(VENV)/bin/helm
 SRC_FILES := pyproject.toml
 
 .PHONY: demo test lint typecheck bench clean system-packages
@@ -27,7 +28,11 @@ demo: $(STAMP)
 system-packages:
 	@bash scripts/debian-packages.sh
 
-test: $(STAMP) system-packages
+# The pinned Helm that renders deploy/helm/switchboard in the chart tests (requirements/helm.txt).
+$(HELM): $(PY) requirements/helm.txt deploy/tools/install_helm.py
+	$(PY) deploy/tools/install_helm.py $(HELM)
+
+test: $(STAMP) $(HELM) system-packages
 	$(PY) -m ruff check src tests
 	PYTHONASYNCIODEBUG=1 $(PY) -m pytest -q
 
