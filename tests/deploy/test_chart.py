@@ -145,9 +145,9 @@ def test_voice_pods_drain_before_they_go(helm: Path) -> None:
     assert pdbs["sb-switchboard-voice"]["spec"]["maxUnavailable"] == 1
     assert pdbs["sb-switchboard-voice"]["spec"]["selector"]["matchLabels"] == \
         voice["spec"]["selector"]["matchLabels"]
-    # The per-replica route's target: every voice pod, draining ones included.
+    # The per-replica route's target: every ready voice pod (a draining one drops out).
     headless = by_kind(manifests, "Service")["sb-switchboard-voice-pods"]["spec"]
-    assert headless["clusterIP"] == "None" and headless["publishNotReadyAddresses"] is True
+    assert headless["clusterIP"] == "None" and headless["publishNotReadyAddresses"] is False
     # Secrets come from the operator's Secret: the chart creates none.
     assert by_kind(manifests, "Secret") == {}
 
