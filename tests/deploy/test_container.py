@@ -61,6 +61,12 @@ async def _podman(*args: str, timeout_s: float = PODMAN_TIMEOUT_S) -> tuple[int,
     return process.returncode, out.decode(errors="replace")
 
 
+# What the Helm chart's securityContext imposes: a read-only root filesystem with writable scratch space
+# where the chart mounts emptyDirs, no capabilities, no privilege escalation, the image's non-root user.
+LOCKED_DOWN = ["--read-only", "--tmpfs", "/var/lib/switchboard:rw,U", "--tmpfs", "/tmp:rw,U",
+               "--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--user", "10001:10001"]
+
+
 def _env_args(env: dict[str, str]) -> list[str]:
     return [item for name, value in env.items() for item in ("--env", f"{name}={value}")]
 
@@ -71,6 +77,10 @@ async def _containers() -> AsyncIterator[list[str]]:
     names: list[str] = []
     try:
         yield names
+    except BaseException:
+        for name in names:  # shown by pytest with the failure
+            print(f"--- logs of {name} ---\n{(await _podman('logs', name))[1][-4000:]}")
+        raise
     finally:
         if names:
             await _podman("rm", "--force", "--time", "2", *names)
@@ -79,7 +89,8 @@ async def _containers() -> AsyncIterator[list[str]]:
 async def _start(names: list[str], image: str, env: dict[str, str], *args: str) -> str:
     name = f"sb-test-{uuid.uuid4().hex[:10]}"
     names.append(name)
-    code, out = await _podman("run", "--detach", "--name", name, "--network", "host", *_env_args(env), image, *args)
+    code, out = await _podman("run", "--detach", "--name", name, "--network", "host", *LOCKED_DOWN, *_env_args(env),
+                              image, *args)
     assert code == 0, out
     return name
 
@@ -108,10 +119,12 @@ async def test_the_three_services_start_from_the_image_and_answer_a_call(image: 
     common = {"SWITCHBOARD_SERVICE_TOKEN": SERVICE_TOKEN, "SWITCHBOARD_LOG_LEVEL": "WARNING"}
 
     # What the chart's migrations Job runs, then the operator's tenant load, both from the image.
-    code, out = await _podman("run", "--rm", "--network", "host", *_env_args(databases), image, "migrate")
+    code, out = await _podman("run", "--rm", "--network", "host", *LOCKED_DOWN, *_env_args(databases), image,
+                              "migrate")
     assert code == 0 and "migrated the app database" in out, out
-    code, out = await _podman("run", "--rm", "--network", "host", "--volume", f"{tenants}:/tenants.yaml:ro",
-                              *_env_args(databases), image, "tenants", "load", "/tenants.yaml")
+    code, out = await _podman("run", "--rm", "--network", "host", *LOCKED_DOWN, "--volume",
+                              f"{tenants}:/tenants.yaml:ro", *_env_args(databases), image, "tenants", "load",
+                              "/tenants.yaml")
     assert code == 0 and "loaded /tenants.yaml" in out, out
 
     model = FakeRealtimeServer(api_key=API_KEY, default_script=stream_audio(ms=400))
