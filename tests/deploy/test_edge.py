@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from switchboard.fakes.loopback import LoopbackServer
 from tests.deploy.chart import ROOT
+from tests.deploy.cluster_dns import ClusterDns
 
 pytestmark = pytest.mark.multiprocess
 
@@ -79,6 +80,72 @@ async def _servers_hit(http: httpx.AsyncClient, method: str, path: str, times: i
         assert response.status_code == 200, response.text
         hits.append(response.json()["server"])
     return hits
+
+
+POD_A = "switchboard-voice-5d8f7c6b9-a1b2c"
+POD_B = "switchboard-voice-5d8f7c6b9-x9y8z"
+
+
+def _free_port_on(*hosts: str) -> int:
+    """A port free on every one of these loopback addresses (each pod stand-in has its own IP, one port)."""
+    for _ in range(50):
+        port = _free_port()
+        with contextlib.ExitStack() as stack:
+            try:
+                for host in hosts:
+                    sock = stack.enter_context(socket.socket())
+                    sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no common free port")
+
+
+async def test_kubernetes_haproxy_routes_a_stream_to_the_pod_named_in_its_path(tmp_path: Path) -> None:
+    """haproxy-kubernetes.cfg as shipped, with only its listen address, DNS server and pod port filled in."""
+    a, b = StandIn(POD_A), StandIn(POD_B)
+    pod_port = _free_port_on("127.0.0.2", "127.0.0.3")
+    cluster_dns = ClusterDns("switchboard-voice-pods.switchboard.svc.cluster.local", pod_port,
+                             pods={POD_A: "127.0.0.2", POD_B: "127.0.0.3"})
+    dns_port = await cluster_dns.start()
+    try:
+        async with LoopbackServer(a.app(), host="127.0.0.2", port=pod_port, name="pod-a"), \
+                LoopbackServer(b.app(), host="127.0.0.3", port=pod_port, name="pod-b"):
+            port = _free_port()
+            text = (EDGE / "haproxy-kubernetes.cfg").read_text()
+            for old, new in (("bind :8080", f"bind 127.0.0.1:{port}"), ("log stdout format raw local0", ""),
+                             ("parse-resolv-conf", f"nameserver cluster 127.0.0.1:{dns_port}"),
+                             ("server replica 0.0.0.0:8080", f"server replica 0.0.0.0:{pod_port}")):
+                assert old in text
+                text = text.replace(old, new)
+            config = tmp_path / "haproxy.cfg"
+            config.write_text(text)
+            async with _haproxy(config), httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+                # The voice pods are found through the headless Service's SRV record.
+                async with asyncio.timeout(20):
+                    while True:
+                        with contextlib.suppress(httpx.HTTPError, AssertionError):
+                            if set(await _servers_hit(http, "POST", "/twilio-voice-webhook", 4)) == {POD_A, POD_B}:
+                                break
+                        await asyncio.sleep(0.3)
+                assert await _servers_hit(http, "GET", f"/twilio-stream/{POD_B}/token", 6) == [POD_B] * 6
+                assert await _servers_hit(http, "GET", f"/twilio-stream/{POD_A}/token", 6) == [POD_A] * 6
+                # A name that is no pod of the Service, or no DNS label at all, is balanced like any request:
+                # the route never reaches an address outside the voice pods.
+                for segment in ("switchboard-voice-gone-00000", "example.com", "127.0.0.1:22"):
+                    hits = await _servers_hit(http, "GET", f"/twilio-stream/{segment}/token", 4)
+                    assert set(hits) == {POD_A, POD_B}, segment
+                assert ("example.com.switchboard-voice-pods.switchboard.svc.cluster.local.", "A") \
+                    not in cluster_dns.queries
+                # Pod B starts draining: not ready, so the headless Service drops it; its streams go to A.
+                b.ready = False
+                cluster_dns.remove(POD_B)
+                async with asyncio.timeout(20):
+                    while set(await _servers_hit(http, "GET", f"/twilio-stream/{POD_B}/token", 3)) != {POD_A}:  # noqa: ASYNC110
+                        await asyncio.sleep(0.3)
+                assert await _servers_hit(http, "POST", "/twilio-voice-webhook", 4) == [POD_A] * 4
+    finally:
+        cluster_dns.close()
 
 
 async def test_static_haproxy_routes_a_stream_to_its_replica_and_falls_back_when_it_drains(tmp_path: Path) -> None:
