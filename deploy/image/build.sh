@@ -73,10 +73,22 @@ if [ "$base_image" = "$BASE_DEFAULT" ] && ! podman image exists "$base_image"; t
   podman import --quiet --change 'CMD ["/bin/bash"]' --change 'ENV LANG=C.UTF-8' "$work/base.tar" "$base_image" >/dev/null
 fi
 
+# Everything the image is made from; an image already built from exactly these inputs is kept as it is
+# (podman's layer cache would rebuild nothing either, but still spends ~20 s checking a 500 MB venv).
+inputs=$( { printf '%s\n' "$engine" "$(podman image inspect --format '{{.Id}}' "$base_image")";
+  find Containerfile .containerignore pyproject.toml README.md requirements src -type f \
+    ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum; } | sha256sum | cut -c1-64)
+if [ "$(podman image inspect --format '{{ index .Labels "io.switchboard.inputs" }}' "$tag" 2>/dev/null)" = "$inputs" ]; then
+  echo "build.sh: $tag is up to date" >&2
+  echo "$tag"
+  exit 0
+fi
+
 secret=()
 # pip inside the build reaches PyPI through this machine's CA bundle (it may hold a local CA).
 [ -s /etc/ssl/certs/ca-certificates.crt ] && secret=(--secret id=pip-ca,src=/etc/ssl/certs/ca-certificates.crt)
 podman build --quiet --network host --runtime runc --layers \
   --build-arg BASE_IMAGE="$base_image" --build-arg ENGINE="$engine" "${secret[@]}" \
+  --label io.switchboard.inputs="$inputs" \
   --tag "$tag" --file Containerfile . >/dev/null
 echo "$tag"
