@@ -102,7 +102,7 @@ livenessProbe:
   httpGet: {path: /health-check/live, port: http}
   periodSeconds: {{ dig "liveness" "periodSeconds" 10 . }}
   failureThreshold: {{ dig "liveness" "failureThreshold" 3 . }}
-  timeoutSeconds: 3
+  timeoutSeconds: {{ dig "liveness" "timeoutSeconds" 3 . }}
 {{- end -}}
 
 {{/* Writable scratch space under a read-only root filesystem. */}}
