@@ -195,3 +195,10 @@ def test_a_broken_template_fails_validation(helm: Path, tmp_path: Path) -> None:
     template.write_text(template.read_text().replace("  strategy:", "strategy:"))
     with pytest.raises((RenderError, yaml.YAMLError)):
         render(helm, chart=chart)
+
+
+@pytest.mark.parametrize(("drain", "grace"), [("1860.5", 10 + 1861 + 30), ("3600", 10 + 3600 + 30)])
+def test_the_grace_period_follows_the_drain_timeout(helm: Path, drain: str, grace: int) -> None:
+    manifests = render(helm, sets=[f"config.voice.SWITCHBOARD_DRAIN_TIMEOUT_S={drain}"])
+    assert _voice(manifests)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == grace
+    assert by_kind(manifests, "ConfigMap")["sb-switchboard-voice"]["data"]["SWITCHBOARD_DRAIN_TIMEOUT_S"] == drain
