@@ -34,9 +34,9 @@ def install_helm() -> Path:
     return dest
 
 
-def render(helm: Path, *values_files: Path, sets: Sequence[str] = (), chart: Path = CHART,
-           release: str = "sb", namespace: str = "switchboard") -> list[dict[str, Any]]:
-    """Rendered manifests (hooks included) as dicts.
+def render_text(helm: Path, *values_files: Path, sets: Sequence[str] = (), chart: Path = CHART,
+                release: str = "sb", namespace: str = "switchboard") -> str:
+    """What `helm template` prints (hooks included), less the blank line helm ends every document with.
 
     Raises:
         RenderError: helm failed (bad values, a `fail` in a template, broken template syntax).
@@ -49,11 +49,14 @@ def render(helm: Path, *values_files: Path, sets: Sequence[str] = (), chart: Pat
     result = subprocess.run(command, capture_output=True, text=True, timeout=HELM_TIMEOUT_S, check=False)
     if result.returncode != 0:
         raise RenderError(result.stderr.strip())
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    return result.stdout.rstrip() + "\n"
 
 
-def render_text(helm: Path, *values_files: Path, sets: Sequence[str] = ()) -> str:
-    return "---\n".join(yaml.safe_dump(doc, sort_keys=False) for doc in render(helm, *values_files, sets=sets))
+def render(helm: Path, *values_files: Path, sets: Sequence[str] = (), chart: Path = CHART,
+           release: str = "sb", namespace: str = "switchboard") -> list[dict[str, Any]]:
+    """Rendered manifests (hooks included) as dicts; raises RenderError as render_text() does."""
+    text = render_text(helm, *values_files, sets=sets, chart=chart, release=release, namespace=namespace)
+    return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
 def validate(manifests: Sequence[dict[str, Any]], versions: Sequence[str] = KUBERNETES_VERSIONS) -> None:

@@ -53,11 +53,13 @@ app.kubernetes.io/component: {{ .component }}
       optional: {{ .optional }}
 {{- end -}}
 
+{{/* The OTEL_* variables as env entries; empty when none are set. */}}
 {{- define "switchboard.otelEnv" -}}
-{{- range $name, $value := .Values.otel }}
-- name: {{ $name }}
-  value: {{ $value | toString | quote }}
-{{- end }}
+{{- $env := list -}}
+{{- range $name, $value := .Values.otel -}}
+{{- $env = append $env (dict "name" $name "value" (toString $value)) -}}
+{{- end -}}
+{{- if $env }}{{ toYaml $env }}{{ end -}}
 {{- end -}}
 
 {{/* Pod-level fields every Switchboard pod shares. */}}
