@@ -202,3 +202,11 @@ def test_the_grace_period_follows_the_drain_timeout(helm: Path, drain: str, grac
     manifests = render(helm, sets=[f"config.voice.SWITCHBOARD_DRAIN_TIMEOUT_S={drain}"])
     assert _voice(manifests)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == grace
     assert by_kind(manifests, "ConfigMap")["sb-switchboard-voice"]["data"]["SWITCHBOARD_DRAIN_TIMEOUT_S"] == drain
+
+
+def test_the_instance_id_can_come_from_the_pod_ip(helm: Path) -> None:
+    manifests = render(helm, sets=["voice.instanceIdFrom=podIP"])
+    assert container_env(manifests, "sb-switchboard-voice")["SWITCHBOARD_INSTANCE_ID"] == \
+        {"fieldRef": {"fieldPath": "status.podIP"}}
+    with pytest.raises(RenderError, match="instanceIdFrom"):
+        render(helm, sets=["voice.instanceIdFrom=podUID"])
