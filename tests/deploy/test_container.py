@@ -1,8 +1,10 @@
-"""The container image: built by deploy/image/build.sh, the three services start from it on the machine's
-network, pass their health checks, and answer one simulated call end to end (contract §1).
+"""The container image and the chart together: the image built by deploy/image/build.sh runs the pods the
+Helm chart renders (their args, env, ConfigMaps, Secret and securityContext, translated to `podman run` by
+tests/deploy/pods.py) on the machine's network. The migrations Job migrates, the AI, App and voice servers
+pass the chart's probes, and one simulated call is answered end to end (contract §1).
 
 The model is the fake Realtime server, run by the test (the image is built without the offline engine);
-the databases are a throwaway PostgreSQL database, migrated and loaded by the image's own commands.
+the databases are a throwaway PostgreSQL database.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import pytest
 from switchboard.fakes.realtime_server import FakeRealtimeServer, stream_audio
 from switchboard.simulator.twilio_caller import TwilioCaller
 from tests.bridge.harness import ACCOUNT_SID, API_KEY, AUTH_TOKEN, SERVICE_TOKEN, TENANT_YAML
-from tests.deploy.chart import ROOT
+from tests.deploy.chart import ROOT, install_helm, render, validate
+from tests.deploy.pods import http_port, podman_args, probe_path
 
 pytestmark = [pytest.mark.container, pytest.mark.postgres]
 
@@ -61,16 +64,6 @@ async def _podman(*args: str, timeout_s: float = PODMAN_TIMEOUT_S) -> tuple[int,
     return process.returncode, out.decode(errors="replace")
 
 
-# What the Helm chart's securityContext imposes: a read-only root filesystem with writable scratch space
-# where the chart mounts emptyDirs, no capabilities, no privilege escalation, the image's non-root user.
-LOCKED_DOWN = ["--read-only", "--tmpfs", "/var/lib/switchboard:rw,U", "--tmpfs", "/tmp:rw,U",
-               "--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--user", "10001:10001"]
-
-
-def _env_args(env: dict[str, str]) -> list[str]:
-    return [item for name, value in env.items() for item in ("--env", f"{name}={value}")]
-
-
 @contextlib.asynccontextmanager
 async def _containers() -> AsyncIterator[list[str]]:
     """Names of the containers a test started; every one is removed at the end, even on failure."""
@@ -86,13 +79,10 @@ async def _containers() -> AsyncIterator[list[str]]:
             await _podman("rm", "--force", "--time", "2", *names)
 
 
-async def _start(names: list[str], image: str, env: dict[str, str], *args: str) -> str:
-    name = f"sb-test-{uuid.uuid4().hex[:10]}"
-    names.append(name)
-    code, out = await _podman("run", "--detach", "--name", name, "--network", "host", *LOCKED_DOWN, *_env_args(env),
-                              image, *args)
+async def _start(names: list[str], run_args: list[str]) -> None:
+    names.append(run_args[run_args.index("--name") + 1])
+    code, out = await _podman("run", "--detach", *run_args)
     assert code == 0, out
-    return name
 
 
 async def _wait_ready(http: httpx.AsyncClient, url: str, name: str) -> None:
@@ -100,7 +90,7 @@ async def _wait_ready(http: httpx.AsyncClient, url: str, name: str) -> None:
         async with asyncio.timeout(START_TIMEOUT_S):
             while True:
                 with contextlib.suppress(httpx.HTTPError):
-                    if (await http.get(url + "/health-check/ready")).status_code == 200:
+                    if (await http.get(url)).status_code == 200:
                         return
                 await asyncio.sleep(0.2)
     except TimeoutError:
@@ -108,39 +98,54 @@ async def _wait_ready(http: httpx.AsyncClient, url: str, name: str) -> None:
         pytest.fail(f"{name} never became ready at {url}:\n{logs[-3000:]}")
 
 
-async def test_the_three_services_start_from_the_image_and_answer_a_call(image: str, postgres_url: str,
-                                                                         tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def helm() -> Path:
+    return install_helm()
+
+
+async def test_the_charts_pods_run_from_the_image_and_answer_a_call(image: str, helm: Path, postgres_url: str,
+                                                                    tmp_path: Path) -> None:
+    repository, tag = image.rsplit(":", 1)
     ports = {service: _free_port() for service in ("voice", "ai", "app")}
     urls = {service: f"http://127.0.0.1:{port}" for service, port in ports.items()}
-    databases = {"AI_DATABASE_URL": postgres_url, "APP_DATABASE_URL": postgres_url}
     tenants = tmp_path / "tenants.yaml"
     tenants.write_text(TENANT_YAML)
     tenants.chmod(0o644)
-    common = {"SWITCHBOARD_SERVICE_TOKEN": SERVICE_TOKEN, "SWITCHBOARD_LOG_LEVEL": "WARNING"}
-
-    # What the chart's migrations Job runs, then the operator's tenant load, both from the image.
-    code, out = await _podman("run", "--rm", "--network", "host", *LOCKED_DOWN, *_env_args(databases), image,
-                              "migrate")
-    assert code == 0 and "migrated the app database" in out, out
-    code, out = await _podman("run", "--rm", "--network", "host", *LOCKED_DOWN, "--volume",
-                              f"{tenants}:/tenants.yaml:ro", *_env_args(databases), image, "tenants", "load",
-                              "/tenants.yaml")
-    assert code == 0 and "loaded /tenants.yaml" in out, out
-
     model = FakeRealtimeServer(api_key=API_KEY, default_script=stream_audio(ms=400))
-    async with _containers() as names, model, httpx.AsyncClient(timeout=5) as http:
-        ai = await _start(names, image, {**common, "AI_DATABASE_URL": postgres_url},
-                          "serve", "ai", "--host", "127.0.0.1", "--port", str(ports["ai"]))
-        app = await _start(names, image, {**common, "APP_DATABASE_URL": postgres_url},
-                           "serve", "app", "--host", "127.0.0.1", "--port", str(ports["app"]))
-        voice = await _start(names, image, {
-            **common, "OPENAI_API_KEY": API_KEY, "OPENAI_REALTIME_URL": model.realtime_url,
-            "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "TWILIO_ACCOUNT_SID": ACCOUNT_SID, "PUBLIC_BASE_URL": urls["voice"],
-            "AI_SERVER_URL": urls["ai"], "APP_SERVER_URL": urls["app"],
-        }, "serve", "voice", "--host", "127.0.0.1", "--port", str(ports["voice"]))
-        for service, name in (("ai", ai), ("app", app), ("voice", voice)):
-            await _wait_ready(http, urls[service], name)
-            assert (await http.get(urls[service] + "/health-check/live")).status_code == 200
+    async with model, _containers() as names, httpx.AsyncClient(timeout=5) as http:
+        # The chart as an operator would install it, with this machine's addresses where the cluster's
+        # Services would be: the host network has no cluster DNS.
+        manifests = render(helm, sets=[
+            f"image.repository={repository}", f"image.tag={tag}",
+            *(f"{service}.port={port}" for service, port in ports.items()),
+            f"config.voice.PUBLIC_BASE_URL={urls['voice']}", f"config.voice.AI_SERVER_URL={urls['ai']}",
+            f"config.voice.APP_SERVER_URL={urls['app']}", f"config.voice.OPENAI_REALTIME_URL={model.realtime_url}",
+            "config.common.SWITCHBOARD_LOG_LEVEL=WARNING",
+            f"secrets.values.AI_DATABASE_URL={postgres_url}", f"secrets.values.APP_DATABASE_URL={postgres_url}",
+            f"secrets.values.SWITCHBOARD_SERVICE_TOKEN={SERVICE_TOKEN}", f"secrets.values.OPENAI_API_KEY={API_KEY}",
+            f"secrets.values.TWILIO_AUTH_TOKEN={AUTH_TOKEN}", f"secrets.values.TWILIO_ACCOUNT_SID={ACCOUNT_SID}",
+        ])
+        validate(manifests)
+
+        # The migrations hook Job, then the operator's tenant load through an AI server pod.
+        code, out = await _podman("run", "--rm", *podman_args(manifests, "Job", "sb-switchboard-migrate",
+                                                               f"sb-test-migrate-{uuid.uuid4().hex[:8]}"))
+        assert code == 0 and "migrated the app database" in out, out
+        code, out = await _podman("run", "--rm", "--volume", f"{tenants}:/tenants.yaml:ro", *podman_args(
+            manifests, "Deployment", "sb-switchboard-ai", f"sb-test-tenants-{uuid.uuid4().hex[:8]}",
+            args=["tenants", "load", "/tenants.yaml"]))
+        assert code == 0 and "loaded /tenants.yaml" in out, out
+
+        for service in ("ai", "app", "voice"):
+            deployment = f"sb-switchboard-{service}"
+            assert http_port(manifests, deployment) == ports[service]
+            await _start(names, podman_args(manifests, "Deployment", deployment,
+                                            f"{deployment}-{uuid.uuid4().hex[:5]}-test"))
+        for service in ("ai", "app", "voice"):
+            deployment = f"sb-switchboard-{service}"
+            await _wait_ready(http, urls[service] + probe_path(manifests, deployment, "readinessProbe"), deployment)
+            live = await http.get(urls[service] + probe_path(manifests, deployment, "livenessProbe"))
+            assert live.status_code == 200
 
         async with TwilioCaller(urls["voice"], auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID) as caller:
             answer = await caller.place_call(to="+15551230001", from_="+15557654321")
@@ -148,14 +153,14 @@ async def test_the_three_services_start_from_the_image_and_answer_a_call(image: 
             session = await model.wait_for_session(timeout_s=15)
             await caller.connect_stream()
             await session.wait_for_event("response.create", timeout_s=15)
-            # The greeting reached the caller through the container's voice server.
+            # The greeting reached the caller through the voice server in its container.
             await caller.wait_for(lambda: len(caller.heard_mulaw) >= 400 * 8 and not caller.has_unplayed_audio,
                                   timeout_s=15)
             metrics = (await http.get(urls["voice"] + "/metrics")).text
             assert "switchboard_live_calls 1.0" in metrics  # the gauge the chart's HPA scales on
             await caller.hang_up()
 
-        # The call's record arrives at the App server in the container.
+        # The call's record arrives at the App server in its container.
         headers = {"Authorization": f"Bearer {SERVICE_TOKEN}"}
         async with asyncio.timeout(20):
             while True:
