@@ -35,6 +35,7 @@ from switchboard.bridge.metrics import VoiceMetrics
 from switchboard.bridge.observability import NullObserver, ObserverFactory
 from switchboard.bridge.tools import ToolRunner
 from switchboard.bridge.twiml import apology_twiml, stream_twiml
+from switchboard.bridge.warm_transfer import transfer_router
 from switchboard.bridge.wire.twilio_media import StreamConnected, TwilioProtocolError, parse_twilio_message
 from switchboard.bridge.wiring import realtime_model
 from switchboard.clock import Clock, SystemClock
@@ -278,7 +279,7 @@ def create_app(
         freshcaller = params.get("FreshcallerCallId") or params.get("SipHeader_X-Freshcaller-Call-Id") or None
         context = CallContext(
             call_sid=call_sid, bot_profile_key=route.bot_profile_key, caller_number=caller, is_sip_call=is_sip,
-            freshcaller_call_id=freshcaller,
+            freshcaller_call_id=freshcaller, public_base_url=base,
         )
         if call_sid and call_sid not in registry.calls:
             # Open the model session now, while Twilio sets up the stream.
@@ -324,7 +325,7 @@ def create_app(
             call_sid=start.call_sid, bot_profile_key=params.get("bot_profile_key", ""),
             caller_number=params.get("original_caller_number", ""),
             is_sip_call=params.get("is_sip_call", "false") == "true",
-            freshcaller_call_id=params.get("freshcaller_call_id") or None,
+            freshcaller_call_id=params.get("freshcaller_call_id") or None, public_base_url=base,
         )
         if not context.bot_profile_key:
             log.warning("stream.rejected", reason="no_bot_profile_key")
@@ -333,6 +334,10 @@ def create_app(
         call = LiveCall(context, app.state.deps)
         call.attach_stream(twilio, start)
         await registry.run_inline(call)
+
+    # Warm transfer: Twilio's `<Number url>` (whisper) and `<Dial action>` callbacks, on any replica.
+    app.include_router(transfer_router(
+        settings, validator, clock, lambda request: public_base_url(settings, str(request.url), request.headers)))
 
     # The stream skips Starlette's exception middleware, which wraps every send of every frame.
     app.add_middleware(TwilioStreamFastPath, handler=twilio_stream)
