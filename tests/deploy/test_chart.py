@@ -210,3 +210,18 @@ def test_the_instance_id_can_come_from_the_pod_ip(helm: Path) -> None:
         {"fieldRef": {"fieldPath": "status.podIP"}}
     with pytest.raises(RenderError, match="instanceIdFrom"):
         render(helm, sets=["voice.instanceIdFrom=podUID"])
+
+
+def test_the_edge_examples_name_services_the_chart_makes(helm: Path) -> None:
+    """Release "switchboard" in namespace "switchboard", as the examples and deploy/README.md assume."""
+    manifests = render(helm, PRODUCTION, release="switchboard", namespace="switchboard")
+    services = {name: {p["port"] for p in s["spec"]["ports"]} for name, s in by_kind(manifests, "Service").items()}
+    edge = ROOT / "deploy" / "edge"
+    routes = [doc for doc in yaml.safe_load_all((edge / "gateway-api.yaml").read_text()) if doc["kind"] == "HTTPRoute"]
+    backends = [ref for route in routes for rule in route["spec"]["rules"] for ref in rule["backendRefs"]]
+    assert backends and all(ref["port"] in services.get(ref["name"], set()) for ref in backends), backends
+    haproxy = (edge / "haproxy-kubernetes.cfg").read_text()
+    assert "_http._tcp.switchboard-voice-pods.switchboard.svc.cluster.local" in haproxy
+    assert "switchboard-voice-pods" in services and by_kind(manifests, "Service")["switchboard-voice-pods"][
+        "spec"]["ports"][0]["name"] == "http"
+    assert "server replica 0.0.0.0:8080" in haproxy and 8080 in services["switchboard-voice-pods"]
