@@ -1,4 +1,4 @@
-"""The `switchboard` console script: serve, tenants load, call, demo (contract §1).
+"""The `switchboard` console script: serve, tenants load, call, demo, users, keys (contract §1).
 
 Thin: parses arguments and hands off to the service packages.
 """
@@ -44,6 +44,10 @@ def _parser() -> argparse.ArgumentParser:
 
     migrate = sub.add_parser("migrate", help="bring the AI and App databases to the newest schema, then exit")
     migrate.add_argument("targets", nargs="*", metavar="ai|app|all", help="which databases (default: all)")
+
+    from switchboard.tickets.ui.commands import add_parsers as add_account_parsers
+
+    add_account_parsers(sub)
     return parser
 
 
@@ -74,6 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from switchboard.simulator.command import call_command
 
             return call_command(args)
+        if args.command in {"users", "keys"}:
+            from switchboard.tickets.ui.commands import accounts_command
+
+            return accounts_command(args)
         if args.command == "demo":
             from switchboard.demo import demo_command
 
