@@ -45,8 +45,10 @@ VOICE_SETTINGS = {
     "OPIK_WORKSPACE", "OPIK_PROJECT_NAME", "OTEL_EXPORTER_OTLP_ENDPOINT",
 }
 AI_SETTINGS = {"SWITCHBOARD_SERVICE_TOKEN", "AI_DATABASE_URL", "SWITCHBOARD_LOG_FORMAT", "OTEL_EXPORTER_OTLP_ENDPOINT"}
+# The App server also prices calls by the voice servers' model and links its dashboard to Opik traces.
 APP_SETTINGS = {"SWITCHBOARD_SERVICE_TOKEN", "APP_DATABASE_URL", "SWITCHBOARD_SESSION_SECRET",
-                "SWITCHBOARD_LOG_FORMAT", "OTEL_EXPORTER_OTLP_ENDPOINT"}
+                "SWITCHBOARD_LOG_FORMAT", "OTEL_EXPORTER_OTLP_ENDPOINT", "OPENAI_REALTIME_MODEL",
+                "OPIK_URL_OVERRIDE", "OPIK_API_KEY", "OPIK_WORKSPACE", "OPIK_PROJECT_NAME"}
 SECRET_SETTINGS = {"OPENAI_API_KEY", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "ELEVENLABS_API_KEY",
                    "CARTESIA_API_KEY", "SWITCHBOARD_SERVICE_TOKEN", "AI_DATABASE_URL", "APP_DATABASE_URL",
                    "SWITCHBOARD_STATE_URL", "SWITCHBOARD_SESSION_SECRET", "OPIK_API_KEY"}
@@ -109,6 +111,7 @@ def test_every_contract_setting_reaches_the_service_that_reads_it_and_secrets_st
     assert voice["APP_SERVER_URL"] == "http://sb-switchboard-app:8082"
     assert voice["SWITCHBOARD_ENGINE_URL"] == "ws://sb-switchboard-engine:8083/v1/realtime"
     assert voice["PUBLIC_BASE_URL"] == "https://voice.example.test"
+    assert seen["app"]["OPIK_WORKSPACE"] == voice["OPIK_WORKSPACE"] == "support"
     # Three voice servers: the shared state URL must be there, or the pod does not start.
     assert voice["SWITCHBOARD_STATE_URL"]["secretKeyRef"]["optional"] is False
     assert "sb-switchboard-engine" in by_kind(manifests, "Deployment")
