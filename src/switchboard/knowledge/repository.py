@@ -36,6 +36,7 @@ class TenantProfile:
     business_hours: BusinessHours | None
     transfer: dict[str, str] | None
     credits: int
+    max_concurrent_calls: int | None = None
 
     @property
     def has_credits(self) -> bool:
@@ -79,6 +80,7 @@ def _profile(tenant: Tenant) -> TenantProfile:
         business_hours=parse_business_hours(tenant.business_hours) if tenant.business_hours is not None else None,
         transfer=dict(tenant.transfer) if tenant.transfer else None,
         credits=tenant.credits,
+        max_concurrent_calls=tenant.max_concurrent_calls,
     )
 
 

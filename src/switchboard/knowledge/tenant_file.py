@@ -152,6 +152,8 @@ class TenantSpec(_Strict):
     business_hours: dict[str, Any] | None = None
     transfer: Transfer | None = None
     credits: int = Field(ge=0)
+    # Across all voice servers; the next caller hears a busy message. None: no limit.
+    max_concurrent_calls: int | None = Field(default=None, ge=1)
     knowledge: list[KnowledgeSource] = Field(default_factory=list)
     tools: list[ToolSpec] = Field(default_factory=list)
 

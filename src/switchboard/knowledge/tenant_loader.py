@@ -197,6 +197,7 @@ async def _write_profile(session: AsyncSession, tenant: Tenant, spec: TenantSpec
     tenant.business_hours = spec.business_hours
     tenant.transfer = spec.transfer.model_dump(mode="json") if spec.transfer else None
     tenant.credits = max(0, spec.credits - await _charged_minutes(session, spec.key))
+    tenant.max_concurrent_calls = spec.max_concurrent_calls
     tenant.profile_sha256 = sha
     tenant.updated_at = now
     await session.flush()
