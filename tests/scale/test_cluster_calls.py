@@ -66,9 +66,12 @@ async def test_twenty_concurrent_calls_through_round_robin_each_greeted_by_one_s
             assert [m["role"] for m in record["messages"]] == ["assistant"]  # the greeting, once
             assert await deployment.charged_minutes("acme-support", caller.call_sid) == (1, True)
         # The unused pre-opens closed within the claim timeout, and never touched a record (checked above).
+        async def unused() -> float:
+            return sum([await deployment.metric(n, "switchboard_preopen_sessions_total", {"outcome": "unused"})
+                        for n in names])
+
         async with asyncio.timeout(10):
-            while sum([await deployment.metric(n, "switchboard_preopen_sessions_total", {"outcome": "unused"})
-                       for n in names]) < misses:  # noqa: ASYNC110 - polling /metrics
+            while await unused() < misses:  # noqa: ASYNC110 - polling /metrics
                 await asyncio.sleep(0.2)
 
 
