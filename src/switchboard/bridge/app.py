@@ -150,14 +150,25 @@ def create_app(
         knowledge = KnowledgeClient(ai_http, cache=ProfileCache(clock))
         app.state.knowledge = knowledge
         owned: list[Any] = []
+        state = build_voice_state(settings)
+        await state.start()
+        owned.append(state)
+        coordinator = CallCoordinator(state, settings, clock, metrics)
+        app.state.coordinator = coordinator
         outbox: ConversationRecorder | None = recorder
+        adopt_records = None
         if outbox is None and settings.app_server_url:
+            from switchboard.bridge.adapters.shared_spool import SharedSpool
             from switchboard.bridge.adapters.tickets_client import AppServerOutbox
 
-            app_outbox: AppOutbox = AppServerOutbox(
+            # With shared state, undelivered records live there: another server delivers them if this one goes.
+            app_outbox = AppServerOutbox(
                 settings.app_server_url, settings.switchboard_service_token, spool_dir=Path(settings.outbox_dir),
+                spool=SharedSpool(state, settings.instance_id) if state.is_shared else None,
                 request_timeout_s=settings.http_timeout_s,
             )
+            if state.is_shared:
+                adopt_records = app_outbox.adopt_records
             outbox = app_outbox
             owned.append(outbox)
         control = call_control
@@ -171,11 +182,6 @@ def create_app(
             owned.append(control)
         vendor_http = build_http_client(timeout_s=settings.transcription_timeout_s, max_connections=50)
         owned.append(vendor_http)
-        state = build_voice_state(settings)
-        await state.start()
-        owned.append(state)
-        coordinator = CallCoordinator(state, settings, clock, metrics)
-        app.state.coordinator = coordinator
         app.state.deps = CallDependencies(
             settings=settings, clock=clock, knowledge=knowledge, metrics=metrics, recorder=outbox,
             tools=tools if tools is not None else ToolRunner(outbox), call_control=control,
@@ -196,7 +202,7 @@ def create_app(
                 tracer_task = (tasks.create_task(tracer.run(), name="opik-sender")
                                if callable(getattr(tracer, "run", None)) else None)
                 heartbeat_task = tasks.create_task(
-                    coordinator.run(lambda: list(registry.calls), sweep_hooks(app.state.deps, outbox)),
+                    coordinator.run(lambda: list(registry.calls), sweep_hooks(app.state.deps, outbox, adopt_records)),
                     name="state-heartbeat")
                 yield
                 # Shutdown: calls still live here were not drained (drain timeout): end them now.
@@ -213,10 +219,11 @@ def create_app(
                     await tracer.aclose(settings.close_timeout_s * 2)  # bounded: what the ended calls traced
                     tracer_task.cancel()
                 heartbeat_task.cancel()
-                # Another voice server adopts what this one could not deliver, at once.
-                await coordinator.leave()
         finally:
             registry.tasks = None
+            # After the outbox's last spool write: another voice server adopts what this one could not
+            # deliver, at once (not one lease later).
+            await coordinator.leave()
             await ai_http.aclose()
             for resource in owned:
                 with contextlib.suppress(Exception):
