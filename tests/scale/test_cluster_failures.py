@@ -100,8 +100,9 @@ async def test_rolling_restart_drops_no_call_and_loses_no_frame(tmp_path: Path, 
         for caller in every_call:
             session = served_session(deployment, caller.call_sid)
             sent = [m["media"]["payload"] for m in caller.sent if isinstance(m, dict) and m.get("event") == "media"]
-            await caller.wait_for(lambda s=session, k=len(sent): len(s.events_of("input_audio_buffer.append")) >= k,
-                                  timeout_s=10)
+            sent_count = len(sent)
+            await caller.wait_for(
+                lambda s=session, k=sent_count: len(s.events_of("input_audio_buffer.append")) >= k, timeout_s=10)
             assert [e["audio"] for e in session.events_of("input_audio_buffer.append")] == sent
             record = await deployment.wait_for_ended_record(caller.call_sid)
             assert record["end_reason"] == "caller_hung_up"
