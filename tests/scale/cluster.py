@@ -260,8 +260,9 @@ def sessions_by_call(model: FakeRealtimeServer) -> dict[str, list[Any]]:
 
 @contextlib.asynccontextmanager
 async def cluster(tmp_path: Path, state_url: str, *, replicas: int = 3, per_replica_route: bool = False,
-                  **voice_settings: str) -> AsyncIterator[Cluster]:
+                  model: FakeRealtimeServer | None = None, **voice_settings: str) -> AsyncIterator[Cluster]:
     """Start everything; yields once every server answers its health check and HAProxy routes to all."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     ai_db = f"sqlite+aiosqlite:///{tmp_path}/ai.db"
     await load_tenant_yaml(ai_db, TENANTS_YAML, tmp_path)
     base_env = {key: value for key, value in os.environ.items() if not key.startswith(("SWITCHBOARD_", "OPENAI_",
@@ -271,7 +272,7 @@ async def cluster(tmp_path: Path, state_url: str, *, replicas: int = 3, per_repl
     lb_port = free_port()
     voices = {f"voice-{n}": Service(f"voice-{n}", free_port()) for n in range(1, replicas + 1)}
     async with contextlib.AsyncExitStack() as stack:
-        model = await stack.enter_async_context(FakeRealtimeServer(api_key=API_KEY))
+        model = await stack.enter_async_context(model or FakeRealtimeServer(api_key=API_KEY))
         rest = await stack.enter_async_context(
             FakeTwilioRest(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, auto_create_calls=True))
         http = await stack.enter_async_context(httpx.AsyncClient())
@@ -280,7 +281,7 @@ async def cluster(tmp_path: Path, state_url: str, *, replicas: int = 3, per_repl
             **base_env, "OPENAI_API_KEY": API_KEY, "OPENAI_REALTIME_URL": model.realtime_url,
             "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_API_BASE_URL": rest.base_url,
             "AI_SERVER_URL": ai.url, "APP_SERVER_URL": app.url, "PUBLIC_BASE_URL": f"http://127.0.0.1:{lb_port}",
-            "SWITCHBOARD_STATE_URL": state_url, "SWITCHBOARD_STATE_HEARTBEAT_S": "0.5",
+            "SWITCHBOARD_STATE_URL": state_url, "SWITCHBOARD_STATE_HEARTBEAT_S": "0.5",  # "" = unset
             "SWITCHBOARD_DRAIN_TIMEOUT_S": "60",
             **voice_settings,
         }
