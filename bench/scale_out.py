@@ -144,24 +144,30 @@ async def part_state(args: argparse.Namespace, workdir: Path) -> list[str]:
                 [voice] = deployment.voices.values()
                 assert voice.process is not None
                 callers = [deployment.caller() for _ in range(calls)]
-                webhook_ms: list[float] = []
-                gate = asyncio.Semaphore(20)
+                gate = asyncio.Semaphore(10)
 
                 async def start(index: int, caller: Any) -> None:
                     async with gate:
-                        t0 = time.perf_counter()
                         answer = await caller.place_call(to=ACME_NUMBER, from_=f"+1555810{index:04d}")
-                        webhook_ms.append((time.perf_counter() - t0) * 1000)
-                    assert answer.verbs == ("Connect",), answer.twiml
-                    await caller.connect_stream()
+                        assert answer.verbs == ("Connect",), answer.twiml
+                        await caller.connect_stream()
                     await caller.wait_for(lambda: any(m.event == "media" for m in caller.received), timeout_s=60)
 
                 async with asyncio.TaskGroup() as group:
                     for index, caller in enumerate(callers):
                         group.create_task(start(index, caller))
+                # Voice CPU while the N calls run (audio both ways), then the webhook latency of new calls
+                # arriving one after another while they run (their sessions are pre-opened and left unused).
                 cpu0, t0 = cpu_s(voice.process.pid), time.perf_counter()
                 await asyncio.sleep(args.hold_s)
                 cpu1, t1 = cpu_s(voice.process.pid), time.perf_counter()
+                webhook_ms: list[float] = []
+                for probe in range(args.webhooks):
+                    async with deployment.caller() as newcomer:
+                        w0 = time.perf_counter()
+                        answer = await newcomer.place_call(to=ACME_NUMBER, from_=f"+1555811{probe:04d}")
+                        webhook_ms.append((time.perf_counter() - w0) * 1000)
+                        assert answer.verbs == ("Connect",), answer.twiml
                 greeted = sum(1 for c in callers if any(m.event == "media" for m in c.received))
                 for caller in callers:
                     await caller.hang_up()
@@ -239,6 +245,7 @@ async def main() -> None:
     parser.add_argument("--calls", type=int, default=12)
     parser.add_argument("--state-calls", default="50,200")
     parser.add_argument("--hold-s", type=float, default=5.0)
+    parser.add_argument("--webhooks", type=int, default=40, help="timed webhooks per state run")
     parser.add_argument("--model-delay-ms", type=float, default=400.0)
     args = parser.parse_args()
     args.state_calls = [int(n) for n in args.state_calls.split(",")]

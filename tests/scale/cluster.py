@@ -85,7 +85,8 @@ backend voice
   option http-buffer-request
   option httpchk GET /health-check/ready
   http-check expect status 200
-  default-server inter 150ms fall 1 rise 2
+  timeout check 2s
+  default-server inter 150ms fall 2 rise 2
 {routes}{servers}
 """
 
