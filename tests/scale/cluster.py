@@ -263,7 +263,7 @@ def sessions_by_call(model: FakeRealtimeServer) -> dict[str, list[Any]]:
 async def cluster(tmp_path: Path, state_url: str, *, replicas: int = 3, per_replica_route: bool = False,
                   model: FakeRealtimeServer | None = None, **voice_settings: str) -> AsyncIterator[Cluster]:
     """Start everything; yields once every server answers its health check and HAProxy routes to all."""
-    tmp_path.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(tmp_path.mkdir, parents=True, exist_ok=True)
     ai_db = f"sqlite+aiosqlite:///{tmp_path}/ai.db"
     await load_tenant_yaml(ai_db, TENANTS_YAML, tmp_path)
     base_env = {key: value for key, value in os.environ.items() if not key.startswith(("SWITCHBOARD_", "OPENAI_",
