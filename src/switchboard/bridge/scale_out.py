@@ -21,7 +21,7 @@ from switchboard.bridge.metrics import VoiceMetrics
 from switchboard.clock import Clock
 from switchboard.config import VoiceSettings
 from switchboard.errors import TenantNotFound, UpstreamError
-from switchboard.logs import get_logger
+from switchboard.logs import get_logger, mask_phone
 from switchboard.state.sql_store import SqlVoiceState
 from switchboard.state.store import Claim, LostCall, StateTimings, VoiceState
 
@@ -65,7 +65,7 @@ class CallCoordinator:
                     credits: int | None) -> Claim:
         try:
             return await self.state.claim_call(
-                call_sid=call_sid, tenant=tenant, caller=caller, replica=self.replica,
+                call_sid=call_sid, tenant=tenant, caller=mask_phone(caller), replica=self.replica,
                 max_concurrent_calls=max_concurrent_calls, credits=credits, now=self._clock.wall(),
             )
         except _STATE_ERRORS as exc:
@@ -74,7 +74,7 @@ class CallCoordinator:
 
     async def attach(self, *, call_sid: str, tenant: str, caller: str) -> bool:
         try:
-            return await self.state.attach_stream(call_sid=call_sid, tenant=tenant, caller=caller,
+            return await self.state.attach_stream(call_sid=call_sid, tenant=tenant, caller=mask_phone(caller),
                                                   replica=self.replica, now=self._clock.wall())
         except _STATE_ERRORS as exc:
             self._failed("attach", exc)

@@ -23,7 +23,7 @@ class VoiceCall(Base):
     holder: Mapped[str] = mapped_column(String(64), index=True)
     # claimed (webhook answered) -> live (stream attached) -> ended | lost; claimed -> unused.
     status: Mapped[str] = mapped_column(String(16), index=True)
-    caller: Mapped[str] = mapped_column(String(64), default="")
+    caller: Mapped[str] = mapped_column(String(64), default="")  # masked (+1******0123): never a full number
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     stream_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     lease_expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
