@@ -81,6 +81,13 @@ class VoiceSettings(_Base):
     # Our own: how often a replica renews its calls' leases and looks for a lost replica's calls.
     state_heartbeat_s: float = Field(default=5.0, gt=0, alias="SWITCHBOARD_STATE_HEARTBEAT_S")
 
+    @field_validator("switchboard_state_url")
+    @classmethod
+    def _state_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
+            raise ValueError("must be a postgresql+asyncpg:// URL (or sqlite+aiosqlite:// for one process)")
+        return value or None
+
     @field_validator("instance_id")
     @classmethod
     def _instance_id(cls, value: str) -> str:
