@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from twilio.request_validator import RequestValidator
 from switchboard.bridge.adapters.tickets_client import AppServerOutbox
 from switchboard.bridge.app import create_app as create_voice_app
 from switchboard.config import VoiceSettings
-from switchboard.simulator.twilio_caller import StreamRejected, TwilioCaller
+from switchboard.simulator.twilio_caller import TwilioCaller
 from switchboard.url_tokens import derive_url_token_key, sign_url_token
 from tests.bridge.harness import (
     ACCOUNT_SID,
@@ -188,29 +187,3 @@ async def test_a_preopen_miss_leaves_the_record_and_the_charge_to_the_server_tha
             charge = await ai.post("/voiceagent/charge_call/", json={
                 "bot_profile_key": "acme-support", "call_sid": caller.call_sid, "duration_s": 0.0})
         assert charge.json()["already_charged"] is True and charge.json()["minutes"] == 1
-
-
-def _url_for(stream_url: str, call_sid: str) -> str:
-    """The same URL shape, issued by this deployment for another call SID."""
-    base, _, _ = stream_url.rpartition("/")
-    token = sign_url_token(derive_url_token_key(SERVICE_TOKEN), purpose="stream",
-                           fields={"call_sid": call_sid, "tenant": "acme-support"}, expires_at_s=time.time() + 60)
-    return f"{base}/{token}"
-
-
-async def test_a_stream_refused_while_draining_unless_its_session_was_preopened_here(tmp_path: Path) -> None:
-    async with voice_stack(tmp_path) as stack, stack.caller() as caller, stack.caller() as late:
-        await caller.place_call(to=TENANT_NUMBER, from_="+15557654321")
-        await late.place_call(to=TENANT_NUMBER, from_="+15557654322")
-        stack.voice_app.state.registry.draining = True
-        # The late call's stream lands on a server that did not pre-open it (its pre-open was elsewhere):
-        # a URL for another call SID than any pre-opened here.
-        assert late.answer is not None and late.answer.stream_url is not None
-        late.call_sid = "CA" + "9" * 32
-        late.answer = dataclasses.replace(late.answer, stream_url=_url_for(late.answer.stream_url, late.call_sid))
-        with pytest.raises(StreamRejected) as refused:
-            await late.connect_stream()
-        assert refused.value.status_code == 503
-        await caller.connect_stream()
-        await caller.wait_for(lambda: any(m.event == "media" for m in caller.received), timeout_s=5)
-        await caller.hang_up()
