@@ -103,15 +103,19 @@ class CallCoordinator:
 
     async def run(self, live_call_sids: Callable[[], Iterable[str]], hooks: SweepHooks) -> None:
         """Every heartbeat: renew this server's leases, adopt gone servers' outbox records, sweep lost
-        calls. Runs until cancelled."""
-        while True:
-            try:
-                await self.beat(live_call_sids, hooks)
-            except _STATE_ERRORS as exc:
-                self._failed("heartbeat", exc)
-            await asyncio.sleep(self._settings.state_heartbeat_s)
+        calls. Runs until cancelled. Lost calls are charged in their own tasks, so a slow AI server never
+        delays a renewal (this server's own leases would lapse)."""
+        async with asyncio.TaskGroup() as charges:
+            while True:
+                try:
+                    for lost in await self.beat(live_call_sids, hooks):
+                        charges.create_task(hooks.charge_lost(lost), name="charge-lost-call")
+                except _STATE_ERRORS as exc:
+                    self._failed("heartbeat", exc)
+                await asyncio.sleep(self._settings.state_heartbeat_s)
 
-    async def beat(self, live_call_sids: Callable[[], Iterable[str]], hooks: SweepHooks) -> None:
+    async def beat(self, live_call_sids: Callable[[], Iterable[str]], hooks: SweepHooks) -> list[LostCall]:
+        """One heartbeat; returns the lost calls it recorded (to be charged)."""
         now = self._clock.wall()
         await self.state.renew(replica=self.replica, call_sids=list(live_call_sids()), now=now)
         if hooks.adopt_records is not None:
@@ -119,12 +123,13 @@ class CallCoordinator:
             if records:
                 log.info("state.outbox_adopted", record_count=len(records))
                 hooks.adopt_records(records)
-        for lost in await self.state.sweep_lost(now=now):
+        lost_calls = await self.state.sweep_lost(now=now)
+        for lost in lost_calls:
             self._metrics.calls_ended.labels(reason="server_lost").inc()
             log.warning("call.server_lost", call_sid=lost.call_sid, tenant=lost.tenant, holder=lost.holder,
                         duration_s=round(lost.duration_s, 3))
             hooks.record_lost(lost)
-            await hooks.charge_lost(lost)
+        return lost_calls
 
 
 async def charge_once(knowledge: Any, *, tenant: str, call_sid: str, duration_s: float, timeout_s: float) -> None:
