@@ -100,6 +100,16 @@ async def test_limits_retries_and_replays_hold_across_servers(tmp_path: Path, po
             assert len(sessions_by_call(deployment.model)[retried.call_sid]) == 1
             await retried.connect_stream()
             await retried.wait_for(lambda: len(retried.marks_echoed) > 0, timeout_s=20)
+            # ... and again while the call is live: no session is opened for it.
+            stream = retried.answer
+            sessions_before = len(deployment.model.sessions)
+            for _ in range(2):
+                again = await retried.place_call(to=ACME_NUMBER, from_="+15557200001")
+                assert again.verbs == ("Connect",)
+            retried.answer = stream
+            await asyncio.sleep(0.5)
+            assert len(deployment.model.sessions) == sessions_before
+            assert not retried.is_stream_closed
             await retried.hang_up()
         record = await deployment.wait_for_ended_record(retried.call_sid)
         await deployment.wait_for_credits(ACME_NUMBER, 1000 - 1)
