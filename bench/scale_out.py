@@ -87,7 +87,8 @@ async def preopen_counts(deployment: Cluster) -> tuple[float, float]:
     return hits, misses
 
 
-async def greeted_call(deployment: Cluster, index: int, rng: random.Random, *, hold_s: float) -> float:
+async def greeted_call(deployment: Cluster, index: int, rng: random.Random, *, hold_s: float,
+                       stream_gap_s: float = 0.0) -> float:
     """One call; returns the greeting latency (ms): `start` sent -> first agent media received."""
     if rng.random() < 0.5:
         await deployment.http.get(deployment.public_url + "/health-check/live", timeout=2.0)
@@ -95,6 +96,7 @@ async def greeted_call(deployment: Cluster, index: int, rng: random.Random, *, h
     try:
         answer = await caller.place_call(to=ACME_NUMBER, from_=f"+1555800{index:04d}")
         assert answer.verbs == ("Connect",), answer.twiml
+        await asyncio.sleep(stream_gap_s)  # Twilio's time from the TwiML to the stream (an assumption)
         await caller.connect_stream()
         started = asyncio.get_running_loop().time()
         await caller.wait_for(lambda: any(m.event == "media" for m in caller.received), timeout_s=30)
@@ -109,7 +111,7 @@ async def greeted_call(deployment: Cluster, index: int, rng: random.Random, *, h
 async def part_preopen(args: argparse.Namespace, workdir: Path) -> list[str]:
     rows = ["| voice servers | per-replica route | calls | pre-open hits | hit rate | greeting p50 ms | p90 ms | max ms |",
             "|---|---|---|---|---|---|---|---|"]
-    configs = [(1, False), (2, False), (2, True), (3, False), (3, True)]
+    configs = [(int(r), route == "route") for r, route in (c.split(":") for c in args.configs.split(","))]
     for replicas, route in configs:
         rng = random.Random(replicas * 10 + route)
         model = FakeRealtimeServer(api_key=API_KEY,
@@ -120,7 +122,8 @@ async def part_preopen(args: argparse.Namespace, workdir: Path) -> list[str]:
             latencies: list[float] = []
             for wave in range(0, args.calls, 4):
                 async with asyncio.TaskGroup() as calls:
-                    tasks = [calls.create_task(greeted_call(deployment, wave + k, rng, hold_s=0.5))
+                    tasks = [calls.create_task(greeted_call(deployment, wave + k, rng, hold_s=0.5,
+                                                            stream_gap_s=args.stream_gap_ms / 1000))
                              for k in range(min(4, args.calls - wave))]
                 latencies.extend(t.result() for t in tasks)
             hits, misses = await preopen_counts(deployment)
@@ -247,6 +250,10 @@ async def main() -> None:
     parser.add_argument("--hold-s", type=float, default=5.0)
     parser.add_argument("--webhooks", type=int, default=40, help="timed webhooks per state run")
     parser.add_argument("--model-delay-ms", type=float, default=400.0)
+    parser.add_argument("--stream-gap-ms", type=float, default=0.0,
+                        help="wait between the webhook's answer and the stream, as Twilio takes (not measured here)")
+    parser.add_argument("--configs", default="1:none,2:none,2:route,3:none,3:route",
+                        help="voice servers:route|none, comma-separated")
     args = parser.parse_args()
     args.state_calls = [int(n) for n in args.state_calls.split(",")]
     with tempfile.TemporaryDirectory(prefix="sb-scale-") as folder:
