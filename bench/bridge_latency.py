@@ -462,6 +462,9 @@ def summarize(gen: LoadGenerator, target: str, calls: int, window_s: float, cpu_
         "cancel_p50": percentile(k.get("barge_cancel", []), 0.5),
         "cancel_p99": percentile(k.get("barge_cancel", []), 0.99),
         "barge_ins": len(k.get("barge_clear", [])),
+        "keypad_message_p50": percentile(k.get("keypad_message", []), 0.5),
+        "keypad_message_p99": percentile(k.get("keypad_message", []), 0.99),
+        "keypad_messages": len(k.get("keypad_message", [])),
         "greet_pre_p50": percentile(greet_pre, 0.5), "greet_cold_p50": percentile(greet_cold, 0.5),
         "greet_pre_p99": percentile(greet_pre, 0.99), "greet_cold_p99": percentile(greet_cold, 0.99),
         "webhook_to_start_p50": percentile(gaps, 0.5),
@@ -605,7 +608,7 @@ async def main(args: argparse.Namespace) -> int:
         raise SystemExit(f"--observability: a comma list among {','.join(OBS_MODES)}, got {args.observability!r}")
     # Default (off only): rows and report exactly as before, no sinks. Otherwise every voice row says its mode.
     obs_modes: list[str | None] = [None] if modes == ["off"] else list(modes)
-    scenario = Scenario(session_created_delay_s=args.model_delay_ms / 1000)
+    scenario = Scenario(session_created_delay_s=args.model_delay_ms / 1000, barge_in_by=args.barge_in_by)
     gen = LoadGenerator(scenario)
     await gen.start_model_server()
     rows: list[dict[str, Any]] = []
@@ -826,6 +829,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--obs-rounds", type=int, default=1,
                         help="repeat the --observability modes this many times per call count (alternating); "
                              "the comparison uses the median of each mode")
+    parser.add_argument("--barge-in-by", choices=("speech", "key"), default="speech",
+                        help="key: the caller interrupts by pressing keys (Twilio dtmf) instead of the model's VAD; "
+                             "keypad_message = last key sent -> the digits' user message at the model "
+                             "(SWITCHBOARD_DTMF_PAUSE_MS, 2000 by default, plus the bridge's own time)")
     parser.add_argument("--output", default="var/bench/bridge_latency.md",
                         help="report file ('' for none); docs/benchmarks.md is edited by hand from these")
     return parser.parse_args()

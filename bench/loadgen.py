@@ -47,6 +47,10 @@ class Scenario:
     # Frames sent within this long of a call's `start` count as "up_setup"/"down_setup", not "up"/"down"
     # (caller audio waits while the model session opens; that is set-up time, not relay latency).
     setup_window_ms: int = 0
+    # "speech": the model's VAD interrupts (`speech_started`); "key": the caller presses keys (Twilio `dtmf`),
+    # the bridge interrupts, and after SWITCHBOARD_DTMF_PAUSE_MS sends the digits as one user message.
+    barge_in_by: str = "speech"
+    barge_in_keys: str = "45"
 
 
 @dataclass
@@ -138,6 +142,7 @@ class FakeModelSession(WSListener):
         self.closed = False
         self.quiet = False
         self.last_append_ns = 0
+        self.keys_sent_ns = 0  # the last key of a keypad barge-in, awaiting the digits' user message
 
     # ---- plumbing
     def _send(self, event: dict[str, Any]) -> None:
@@ -212,6 +217,13 @@ class FakeModelSession(WSListener):
             self.gen.samples.count("truncates")
             self._send({"type": "conversation.item.truncated", "item_id": data["item_id"],
                         "content_index": data.get("content_index", 0), "audio_end_ms": data["audio_end_ms"]})
+        elif kind == "conversation.item.create":
+            item = data.get("item") or {}
+            if item.get("role") == "user" and self.keys_sent_ns:
+                self.gen.samples.add("keypad_message", self.keys_sent_ns, received_ns)
+                self.keys_sent_ns = 0
+        elif kind == "input_audio_buffer.clear":
+            self._send({"type": "input_audio_buffer.cleared"})
         elif kind == "conversation.item.delete":
             self._send({"type": "conversation.item.deleted", "item_id": data["item_id"]})
 
@@ -291,6 +303,14 @@ class FakeModelSession(WSListener):
         self.barge_in_ns = now_ns()
         self.awaiting_clear = self.call is not None
         self.awaiting_cancel = self.response_id is not None
+        if self.gen.scenario.barge_in_by == "key" and self.call is not None:
+            # The caller presses keys: the bridge owes a clear and a cancel for the first, then the digits.
+            for key in self.gen.scenario.barge_in_keys:
+                self.call.press(key)
+            self.keys_sent_ns = now_ns()
+            if self.awaiting_cancel:
+                self._later(1.0, self._cancel_never_came)
+            return
         self._send({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0,
                     "item_id": f"user_{self.index}_{self.responses}"})
         if self.awaiting_cancel:
@@ -322,6 +342,11 @@ class FakeModelSession(WSListener):
             # A burst is heard over response_ms of real time; the caller talks after it has played.
             wait_ms = scenario.idle_before_speech_ms + (scenario.response_ms if scenario.burst else 0)
             self._later(wait_ms / 1000, self._idle_speech)
+        elif scenario.barge_in_by == "key":
+            # The bridge sends the digits, then its own response.create: nothing to script until then.
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
         else:
             self._later(scenario.speech_ms / 1000, self._speech_stopped)
 
@@ -472,6 +497,11 @@ class FakeCaller(WSListener):
             if session is not None and session.awaiting_clear:
                 session.awaiting_clear = False
                 self.gen.samples.add("barge_clear", session.barge_in_ns, received_ns)
+
+    def press(self, key: str) -> None:
+        """One key, as Twilio reports it: a `dtmf` message (no tone in the audio: the frames are unique payloads)."""
+        self._send({"event": "dtmf", "sequenceNumber": self._next_sequence(), "streamSid": self.stream_sid,
+                    "dtmf": {"track": "inbound_track", "digit": key}})
 
     def hang_up(self) -> None:
         if self.closed or self.hung_up:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 DEFAULT_PORTS = {"voice": 8080, "ai": 8081, "app": 8082, "engine": 8083}
 
@@ -30,7 +31,10 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("--voice-url", default="http://127.0.0.1:8080", help="the voice server's base URL")
     call.add_argument("--to", default="+15551230001", help="the number dialled (routes to a tenant)")
     call.add_argument("--from", dest="from_number", default="+15557654321", help="the caller's number")
-    call.add_argument("--say", action="append", default=[], help="a sentence to speak (repeatable)")
+    call.add_argument("--say", action=ScriptStep, default=[],
+                      help='a sentence to speak (repeatable, in order with --keys); "keys:4512#" presses keys')
+    call.add_argument("--keys", action=ScriptStep, default=[],
+                      help='keys to press on the keypad, e.g. "4512#" (repeatable, in order with --say)')
     call.add_argument("--wav", default=None, help="a WAV file to stream instead of sentences")
     call.add_argument("--barge-in", action="store_true", help="interrupt the agent's first answer")
     call.add_argument("--record", default=None, help="write the call as a two-channel WAV here")
@@ -38,6 +42,15 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("demo", help="start everything on embedded defaults and place a simulated call")
     return parser
+
+
+class ScriptStep(argparse.Action):
+    """`--say`/`--keys`: kept in their own list and, in command-line order, in `script` as (kind, value)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, [*(getattr(namespace, self.dest, None) or []), values])
+        namespace.script = [*(getattr(namespace, "script", None) or []), (self.dest, values)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

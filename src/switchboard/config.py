@@ -58,6 +58,7 @@ class VoiceSettings(_Base):
     wrap_up_s: float = Field(default=60.0, ge=0, alias="SWITCHBOARD_WRAP_UP_S")
     thinking_delay_ms: float = Field(default=500.0, ge=0, alias="SWITCHBOARD_THINKING_DELAY_MS")
     thinking_interval_s: float = Field(default=3.0, gt=0, alias="SWITCHBOARD_THINKING_INTERVAL_S")
+    dtmf_pause_ms: float = Field(default=2000.0, gt=0, alias="SWITCHBOARD_DTMF_PAUSE_MS")
     tool_timeout_s: float = Field(default=15.0, gt=0, alias="SWITCHBOARD_TOOL_TIMEOUT_S")
     drain_timeout_s: float = Field(default=1860.0, ge=0, alias="SWITCHBOARD_DRAIN_TIMEOUT_S")
     # Not in the contract; our own knobs.

@@ -4,8 +4,10 @@ It starts the AI server, the App server, the local speech engine and the voice s
 demo tenant (a small shop with a knowledge base and an order-lookup tool served by the demo itself),
 then places a call through the real signed webhook and Media Stream path. The caller's lines are
 synthesized speech; the agent answers by voice. It prints the conversation as it happens with per-turn
-latency, exercises a tool call and a barge-in, ends with a transfer to a human (received by a fake Twilio
-REST API), and writes the call's audio as a two-channel WAV (caller left, agent right).
+latency, exercises a tool call fed by digits typed on the keypad and a barge-in, ends with a transfer to a
+human that nobody answers (a fake Twilio REST API dials as Twilio would and posts the `<Dial action>`), so
+the caller is told they will be called back and a callback ticket is created, and writes the call's audio
+as a two-channel WAV (caller left, agent right).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import secrets
 import shutil
 import socket
 import sys
+import xml.etree.ElementTree as ElementTree
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -35,10 +38,11 @@ WORKDIR = Path("var/demo")
 CALLER_NUMBER = "+15557654321"
 DEMO_NUMBER = "+15551230001"
 
-# (what the caller says, whether the caller interrupts the answer)
+# (what the caller says, whether the caller interrupts the answer); "keys:..." is typed on the keypad.
 SCRIPT: tuple[tuple[str, bool], ...] = (
     ("What is your return policy?", False),
-    ("Can you check my order number 4512?", False),
+    ("Can you check my order?", False),
+    ("keys:4512#", False),
     ("How long does standard shipping take?", True),
     ("Sorry, what are your store hours on Saturday?", False),
     ("Can I speak to a human please?", False),
@@ -116,7 +120,9 @@ async def _run_demo(ports: dict[str, int], tenant_file: Path) -> int:
     account_sid = "AC" + secrets.token_hex(16)
     env = {k: v for k, v in os.environ.items() if k not in {"OPENAI_API_KEY", "ELEVENLABS_API_KEY", "CARTESIA_API_KEY"}}
 
-    async with FakeTwilioRest(account_sid=account_sid, auth_token=auth_token) as twilio_rest, \
+    # Nobody picks up the transfer: after ringing, Twilio posts the <Dial action> with DialCallStatus=no-answer.
+    async with FakeTwilioRest(account_sid=account_sid, auth_token=auth_token, human="no-answer",
+                              ring_s=2.0) as twilio_rest, \
             LoopbackServer(_order_tool_app(), port=ports["tool"], name="demo-order-tool", lifespan="on"):
         env.update({
             "AI_DATABASE_URL": f"sqlite+aiosqlite:///{WORKDIR}/ai.db",
@@ -166,7 +172,8 @@ async def _call(ports: dict[str, int], env: dict[str, str], account_sid: str, au
                                  headers={"Authorization": f"Bearer {env['SWITCHBOARD_SERVICE_TOKEN']}"})
     seen: set[str] = set()
     voice_kind = "neural voice (hibari)" if await asyncio.to_thread(neural_voice_available) else "synthetic signal"
-    lines = [(text, barge, await asyncio.to_thread(speak_mulaw, text)) for text, barge in SCRIPT]
+    lines = [(text, barge, b"" if text.startswith("keys:") else await asyncio.to_thread(speak_mulaw, text))
+             for text, barge in SCRIPT]
     wav_path = WORKDIR / "demo-call.wav"
     latencies: list[float] = []
     async with app_http, TwilioCaller(voice_url, auth_token=auth_token, account_sid=account_sid) as caller:
@@ -183,8 +190,13 @@ async def _call(ports: dict[str, int], env: dict[str, str], account_sid: str, au
         for text, barge_in, mulaw in lines:
             if caller.is_stream_closed:
                 break
-            print(f"caller: {text}")
-            caller.say_mulaw(mulaw + mulaw_silence(100))
+            if text.startswith("keys:"):
+                keys = text.removeprefix("keys:")
+                print(f"caller types on the keypad: {keys}  (Twilio sends one dtmf message per key)")
+                await caller.press_keys(keys)
+            else:
+                print(f"caller: {text}")
+                caller.say_mulaw(mulaw + mulaw_silence(100))
             await caller.wait_for_speech_sent(timeout_s=30.0)
             turn = caller.turns[-1]
             if barge_in:
@@ -212,7 +224,9 @@ async def _call(ports: dict[str, int], env: dict[str, str], account_sid: str, au
             await caller.wait_for_stream_closed(timeout_s=20.0)
         transferred = [r for r in twilio_rest.requests if "<Dial" in r.form.get("Twiml", "")]
         if transferred:
-            print(f"\nthe call was transferred to a human: Twilio REST received {transferred[0].form['Twiml']}")
+            print("\nthe agent transferred the call: Twilio REST received <Dial callerId action timeout>"
+                  "<Number url> (a warm transfer)")
+            await _print_transfer_outcome(twilio_rest, app_http, caller.call_sid)
         if not caller.is_stream_closed:
             await caller.hang_up()
             print("caller hung up")
@@ -223,6 +237,29 @@ async def _call(ports: dict[str, int], env: dict[str, str], account_sid: str, au
               f"median {ordered[len(ordered) // 2]:.0f} ms, max {ordered[-1]:.0f} ms over {len(ordered)} turns")
     print(f"call audio (caller left, agent right): {wav_path.resolve()}")
     return 0 if caller.is_stream_closed else 1
+
+
+async def _print_transfer_outcome(twilio_rest: FakeTwilioRest, app_http: httpx.AsyncClient, call_sid: str) -> None:
+    """What Twilio did with the <Dial>, what the caller heard, and the callback ticket."""
+    try:
+        leg = await twilio_rest.wait_for_dial(timeout_s=30.0)
+    except TimeoutError:
+        print("  (Twilio's <Dial> did not finish)")
+        return
+    print(f"  Twilio dialled {leg.number} for {leg.timeout_s} s: DialCallStatus={leg.dial_call_status}")
+    with contextlib.suppress(ElementTree.ParseError):
+        said = ElementTree.fromstring(leg.action_twiml or "").findtext("Say")
+        if said:
+            print(f"  the <Dial action> answered; Twilio says to the caller: {said}")
+    with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
+        for _ in range(20):
+            tickets = (await app_http.get("/api/tickets", params={"call_sid": call_sid})).json()["tickets"]
+            if tickets:
+                ticket = tickets[0]
+                print(f"  callback ticket #{ticket['id']} for {ticket['phone_number']}: {ticket['reason']}")
+                return
+            await asyncio.sleep(0.25)
+    print("  (no callback ticket was created)")
 
 
 def _print_turn(turn: AgentTurn, latencies: list[float], suffix: str = "") -> None:

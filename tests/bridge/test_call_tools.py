@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 from typing import Any
 
@@ -159,13 +160,16 @@ async def test_pstn_transfer_dials_the_tenant_number_with_the_callers_number_as_
     request, caller = await _transfer(tmp_path)
     assert request.method == "POST" and request.is_authenticated
     assert request.path.endswith(f"/Calls/{caller.call_sid}.json")
-    twiml = request.form["Twiml"]
-    assert '<Dial callerId="+15557654321"><Number>+15559990000</Number></Dial>' in twiml
+    dial = ElementTree.fromstring(request.form["Twiml"]).find("Dial")
+    assert dial is not None and dial.get("callerId") == "+15557654321"
+    assert dial.findtext("Number") == "+15559990000"
 
 
 async def test_sip_transfer_uses_the_tenants_caller_id(tmp_path: Path) -> None:
     request, _ = await _transfer(tmp_path, extra_params={"SipDomain": "acme.sip.twilio.com"})
-    assert '<Dial callerId="+15551230001"><Number>+15559990000</Number></Dial>' in request.form["Twiml"]
+    dial = ElementTree.fromstring(request.form["Twiml"]).find("Dial")
+    assert dial is not None and dial.get("callerId") == "+15551230001"
+    assert dial.findtext("Number") == "+15559990000"
 
 
 async def test_callback_ticket_is_created_in_the_app_server(tmp_path: Path) -> None:

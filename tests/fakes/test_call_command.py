@@ -31,6 +31,7 @@ class ScriptedVoiceServer:
 
     public_base_url: str = ""
     events: list[str] = field(default_factory=list)
+    dtmf: list[dict[str, object]] = field(default_factory=list)
     call_sids: list[str] = field(default_factory=list)
 
     def app(self) -> FastAPI:
@@ -80,6 +81,8 @@ class ScriptedVoiceServer:
         while True:
             message = json.loads(await websocket.receive_text())
             self.events.append(message["event"])
+            if message["event"] == "dtmf":
+                self.dtmf.append(message)
             if message["event"] == "start":
                 stream_sid = message["streamSid"]
                 await play(500, "greeting")
@@ -188,3 +191,28 @@ async def test_a_wrong_token_is_reported(
     assert await asyncio.to_thread(call_command, command_args(base_url)) == 1
     assert "webhook answered HTTP 403" in capsys.readouterr().out
     assert scripted.call_sids == []
+
+
+async def test_keys_are_pressed_in_script_order_as_twilio_sends_them(
+    voice_server: tuple[str, ScriptedVoiceServer], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from switchboard.cli import _parser
+
+    base_url, scripted = voice_server
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", AUTH_TOKEN)
+    monkeypatch.setenv("PUBLIC_BASE_URL", scripted.public_base_url)
+    monkeypatch.delenv("APP_SERVER_URL", raising=False)
+    args = _parser().parse_args(["call", "--voice-url", base_url, "--say", "Hi.", "--keys", "4512#",
+                                 "--say", "keys:0", "--timeout-s", "30"])
+    assert args.script == [("say", "Hi."), ("keys", "4512#"), ("say", "keys:0")]
+
+    assert await asyncio.to_thread(call_command, args) == 0
+
+    out = capsys.readouterr().out
+    assert out.index("caller: Hi.") < out.index("caller presses on the keypad: 4512#") < out.index(
+        "caller presses on the keypad: 0")
+    assert [m["dtmf"] for m in scripted.dtmf] == [{"track": "inbound_track", "digit": d} for d in "4512#0"]
+    sequence = [int(str(m["sequenceNumber"])) for m in scripted.dtmf]
+    assert sequence == sorted(sequence) and all(m["streamSid"] for m in scripted.dtmf)
+    assert set(scripted.dtmf[0]) == {"event", "sequenceNumber", "streamSid", "dtmf"}

@@ -6,10 +6,13 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from fastapi import FastAPI, Request, Response
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
+from switchboard.fakes.loopback import LoopbackServer
 from switchboard.fakes.twilio_rest import FakeTwilioRest
 
 ACCOUNT_SID = "AC" + "a1" * 16
@@ -94,3 +97,44 @@ async def test_update_hooks_see_accepted_updates(rest: FakeTwilioRest, client: C
     rest.on_update(lambda request: seen.append(request.form))
     await client.calls(CALL_SID).update_async(twiml=DIAL)
     assert seen == [{"Twiml": DIAL}]
+
+
+@pytest.mark.parametrize(("human", "expected"), [("answers", "completed"), ("no-answer", "no-answer"), ("busy", "busy")])
+async def test_a_redirect_to_dial_is_followed_as_twilio_does(rest: FakeTwilioRest, client: Client, human: str,
+                                                             expected: str) -> None:
+    """The fake rings the number, fetches the `<Number url>` when the person answers, then posts the `action`
+    with DialCallStatus; every callback is signed over its exact URL and form, as Twilio signs."""
+    seen: list[tuple[str, dict[str, str], bool]] = []
+    validator = RequestValidator(AUTH_TOKEN)
+    app = FastAPI()
+
+    async def callback(request: Request) -> Response:
+        form = {k: str(v) for k, v in (await request.form()).items()}
+        signed = validator.validate(str(request.url), form, request.headers.get("X-Twilio-Signature", ""))
+        seen.append((request.url.path, form, signed))
+        twiml = "<Response><Say>Caller waiting</Say></Response>" if request.url.path == "/whisper/t1" \
+            else "<Response><Hangup/></Response>"
+        return Response(twiml, media_type="text/xml")
+
+    app.add_api_route("/whisper/t1", callback, methods=["POST"])
+    app.add_api_route("/action/t1", callback, methods=["POST"])
+    rest.human = human
+    async with LoopbackServer(app, name="dial-callbacks") as callbacks:
+        base = callbacks.base_url
+        twiml = (f'<Response><Dial action="{base}/action/t1" callerId="+15557654321" timeout="20">'
+                 f'<Number url="{base}/whisper/t1">+15559990000</Number></Dial></Response>')
+        await client.calls(CALL_SID).update_async(twiml=twiml)
+        leg = await rest.wait_for_dial(timeout_s=5)
+
+    assert (leg.number, leg.caller_id, leg.timeout_s, leg.dial_call_status) == (
+        "+15559990000", "+15557654321", 20, expected)
+    assert all(signed for _, _, signed in seen)
+    paths = [path for path, _, _ in seen]
+    assert paths == (["/whisper/t1", "/action/t1"] if human == "answers" else ["/action/t1"])
+    action = seen[-1][1]
+    assert action["CallSid"] == CALL_SID and action["DialCallStatus"] == expected
+    assert action["DialBridged"] == ("true" if human == "answers" else "false")
+    if human == "answers":
+        assert seen[0][1]["ParentCallSid"] == CALL_SID and seen[0][1]["To"] == "+15559990000"
+        assert leg.whisper_twiml is not None and "Caller waiting" in leg.whisper_twiml
+    assert rest.call_status(CALL_SID) == "completed"  # the action's <Hangup/> ended the caller's leg

@@ -90,6 +90,8 @@ async def test_call_profile_builds_instructions_at_the_clocks_time(database_url:
         "has_credits": True,
         "is_open_now": False,
         "timezone": "America/New_York",
+        "turn_detection": None,
+        "keypad": {},
     }
     assert "The business is CLOSED right now." in instructions
     assert "caller_number=+15557654321" in instructions

@@ -136,7 +136,7 @@ async def test_unknown_and_voice_server_tools_are_not_found(database_url: str, t
     await loaded_app(database_url, tmp_path, tenant_yaml(endpoint.url))
     async with running_app(database_url, environ={}) as client:
         unknown = await execute(client, "launch_rocket", {})
-        transfer = await execute(client, "transfer_to_human", {"reason": "asked for a person"})
+        transfer = await execute(client, "transfer_to_human", {"reason": "asked for a person", "summary": "Wants a person."})
         wrong_tenant = await client.post(
             "/voiceagent/execute_tool/", json={"bot_profile_key": "nobody", "name": "lookup_order", "arguments": {}}
         )

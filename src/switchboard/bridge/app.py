@@ -38,6 +38,7 @@ from switchboard.bridge.stream_gate import StreamGate
 from switchboard.bridge.stream_urls import STREAM_PATH, is_stream_path, issue_stream_url
 from switchboard.bridge.tools import ToolRunner
 from switchboard.bridge.twiml import apology_twiml, stream_twiml
+from switchboard.bridge.warm_transfer import transfer_router
 from switchboard.bridge.wire.twilio_media import StreamConnected, TwilioProtocolError, parse_twilio_message
 from switchboard.bridge.wiring import realtime_model
 from switchboard.clock import Clock, SystemClock
@@ -296,7 +297,7 @@ def create_app(
         freshcaller = params.get("FreshcallerCallId") or params.get("SipHeader_X-Freshcaller-Call-Id") or None
         context = CallContext(
             call_sid=call_sid, bot_profile_key=route.bot_profile_key, caller_number=caller, is_sip_call=is_sip,
-            freshcaller_call_id=freshcaller,
+            freshcaller_call_id=freshcaller, public_base_url=base,
         )
         coordinator: CallCoordinator = app.state.coordinator
         holder = settings.instance_id
@@ -380,11 +381,15 @@ def create_app(
         context = CallContext(
             call_sid=start.call_sid, bot_profile_key=grant.tenant, caller_number=caller,
             is_sip_call=params.get("is_sip_call", "false") == "true",
-            freshcaller_call_id=params.get("freshcaller_call_id") or None,
+            freshcaller_call_id=params.get("freshcaller_call_id") or None, public_base_url=base,
         )
         call = LiveCall(context, app.state.deps)
         call.attach_stream(twilio, start)
         await registry.run_inline(call)
+
+    # Warm transfer: Twilio's `<Number url>` (whisper) and `<Dial action>` callbacks, on any replica.
+    app.include_router(transfer_router(
+        settings, validator, clock, lambda request: public_base_url(settings, str(request.url), request.headers)))
 
     # The stream skips Starlette's exception middleware, which wraps every send of every frame.
     app.add_middleware(TwilioStreamFastPath, handler=twilio_stream)

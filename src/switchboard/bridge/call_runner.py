@@ -38,6 +38,7 @@ from switchboard.bridge.call.actions import (
 from switchboard.bridge.call.events import (
     CallerAudio,
     CallerHungUp,
+    CallerPressedKey,
     CallerStartedSpeaking,
     CallerStoppedSpeaking,
     CallerTranscribed,
@@ -59,6 +60,7 @@ from switchboard.bridge.call.events import (
 )
 from switchboard.bridge.call.recent import RecentMap
 from switchboard.bridge.call.state_machine import CallSettings, CallStateMachine
+from switchboard.bridge.call_options import keypad_and_turn_settings
 from switchboard.bridge.metrics import VoiceMetrics
 from switchboard.bridge.observability import CallObserver, NullObserver, ObserverFactory
 from switchboard.bridge.preopen import DeferredRecorder
@@ -128,6 +130,8 @@ class CallContext:
     caller_number: str
     is_sip_call: bool
     freshcaller_call_id: str | None = None
+    # The base URL Twilio reaches this deployment at (PUBLIC_BASE_URL or the webhook's): for transfer callbacks.
+    public_base_url: str = ""
 
 
 @dataclass(slots=True)
@@ -195,6 +199,7 @@ class LiveCall:
         # The last lines only: enough for the hand-over summary; the full record is at the App server.
         self._transcript: RecentMap[str, tuple[str, str]] = RecentMap(32)
         self._transferred_to: str | None = None
+        self._hand_over_summary: str | None = None
 
     # ------------------------------------------------------------------ entry points
     def attach_stream(self, twilio: TwilioStream, start: StreamStarted) -> bool:
@@ -546,6 +551,7 @@ class LiveCall:
             transfer_caller_id=(
                 (profile.transfer or {}).get("caller_id") if self.context.is_sip_call else self.context.caller_number
             ) or None,
+            **keypad_and_turn_settings(profile.extra, dtmf_pause_ms=s.dtmf_pause_ms),
         )
 
     # ------------------------------------------------------------------ readers
@@ -569,6 +575,9 @@ class LiveCall:
             return
         if kind is PlaybackMarked:
             self.timeline.mark_played(cast(PlaybackMarked, event).name, self.deps.clock.now())
+        elif kind is CallerPressedKey:
+            # A key interrupts as speech does: its reaction (dtmf read -> clear written) is a barge-in's.
+            self.timeline.caller_started_speaking(self.deps.clock.now())
         elif kind is StreamStarted:
             self._count_bad_frame("twilio", "second_start")
             return
@@ -737,7 +746,7 @@ class LiveCall:
         self._tasks.create_task(self._transfer(action), name="transfer")
 
     async def _transfer(self, action: TransferCall) -> None:
-        from switchboard.bridge.twiml import apology_twiml, dial_twiml
+        from switchboard.bridge.twiml import apology_twiml
 
         control = self.deps.call_control
         ok = False
@@ -746,7 +755,7 @@ class LiveCall:
             await self._leave_callback_ticket("The AI agent was unavailable during the call.")
             twiml = apology_twiml(action.apology or "Sorry, we have to end this call. Goodbye.")
         else:
-            twiml = dial_twiml(action.number, action.caller_id, action.apology)
+            twiml = self._transfer_twiml(action)
         if control is None:
             log.error("transfer.failed", reason="twilio_rest_not_configured")
         else:
@@ -758,6 +767,37 @@ class LiveCall:
             except (TimeoutError, UpstreamError) as exc:
                 log.error("transfer.failed", error=type(exc).__name__)
         self._feed(TransferFinished(ok=ok))
+
+    def _transfer_twiml(self, action: TransferCall) -> str:
+        """A warm transfer `<Dial>` (whisper and action callbacks) when the public URL is known, else a plain one."""
+        from switchboard.bridge.twiml import dial_twiml
+        from switchboard.bridge.warm_transfer import (
+            DEFAULT_DIAL_TIMEOUT_S,
+            HandOver,
+            HandOverTokens,
+            transfer_twiml,
+        )
+
+        settings = self.deps.settings
+        base_url = (settings.public_base_url or self.context.public_base_url).rstrip("/")
+        assert action.number is not None
+        summary = action.summary or self._summary()
+        self._hand_over_summary = summary
+        if not base_url:
+            log.warning("transfer.not_warm", reason="public_base_url_unknown")
+            return dial_twiml(action.number, action.caller_id, action.apology)
+        hand_over = HandOver(
+            call_sid=self.context.call_sid, tenant=self.context.bot_profile_key,
+            company=self.profile.company if self.profile is not None else "",
+            caller_number=self.context.caller_number, reason=action.reason or "The caller asked for a person.",
+            summary=summary, message_id=action.message_id or "", seq=action.seq or 0,
+        )
+        timeout_s = (self.profile.transfer or {}).get("timeout_s") if self.profile is not None else None
+        return transfer_twiml(
+            HandOverTokens(settings.switchboard_service_token), hand_over, base_url=base_url, number=action.number,
+            caller_id=action.caller_id, timeout_s=int(timeout_s or DEFAULT_DIAL_TIMEOUT_S), apology=action.apology,
+            now_s=self.deps.clock.wall().timestamp(),
+        )
 
     async def _redirect_with_apology(self, sentence: str) -> None:
         from switchboard.bridge.twiml import apology_twiml
@@ -926,6 +966,6 @@ class LiveCall:
             self._recorder.end_conversation_nowait(
                 self.context.call_sid, end_reason=reason, ended_at=clock.wall(), duration_s=round(duration_s, 3),
                 usage=usage, turns=self.timeline.turns,
-                summary=self._summary() if reason == "transferred" else None,
+                summary=(self._hand_over_summary or self._summary()) if reason == "transferred" else None,
             )
         return duration_s

@@ -27,7 +27,8 @@ BUILTIN_TOOLS: tuple[dict[str, Any], ...] = (
      "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}},
     {"type": "function", "name": "transfer_to_human",
      "description": "Transfer the caller to a human colleague.",
-     "parameters": {"type": "object", "properties": {"reason": {"type": "string"}}}},
+     "parameters": {"type": "object", "properties": {"reason": {"type": "string"}, "summary": {"type": "string"}},
+                    "required": ["reason", "summary"]}},
     {"type": "function", "name": "create_callback_ticket",
      "description": "Create a ticket so a human calls the caller back.",
      "parameters": {"type": "object", "properties": {

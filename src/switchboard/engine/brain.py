@@ -108,6 +108,7 @@ _TRANSFER = re.compile(
     r"\b(human|agent|person|representative|operator|someone real|real person|somebody|staff|"
     r"manager|transfer me|talk to someone|speak to someone|speak with someone)\b"
 )
+_KEYPAD = re.compile(r"^\(typed on the phone keypad\)\s*([0-9*#A-D]+)$")
 _CALLBACK = re.compile(r"\b(call me back|call back|callback|ring me back|give me a call|call me later|call me)\b")
 
 
@@ -164,6 +165,9 @@ def _scripted_line(instructions: str) -> str | None:
 def _answer_caller(given: BrainInput) -> Decision:
     tools = {tool.name: tool for tool in given.tools}
     text = _last_caller_text(given.turns)
+    keys = _typed_keys(text)
+    if keys is not None:
+        return _answer_keys(given, keys)
     lowered = _normalise(text)
     content = content_stems(lowered)
     has_digits = any(ch.isdigit() for ch in _spoken_digits_to_numerals(text))
@@ -175,7 +179,8 @@ def _answer_caller(given: BrainInput) -> Decision:
     if "create_callback_ticket" in tools and _CALLBACK.search(lowered):
         return _call_or_ask(tools["create_callback_ticket"], text)
     if "transfer_to_human" in tools and _TRANSFER.search(lowered):
-        return CallTool("transfer_to_human", _fill_arguments(tools["transfer_to_human"], text))
+        return CallTool("transfer_to_human",
+                        _fill_arguments(tools["transfer_to_human"], text, summary=_hand_over_summary(given.turns)))
 
     tenant_tools = [tool for tool in given.tools if tool.name not in BUILTIN_TOOLS]
     best = _best_tool(tenant_tools, content)
@@ -192,6 +197,37 @@ def _answer_caller(given: BrainInput) -> Decision:
     if "get_knowledge" in tools:
         return CallTool("get_knowledge", _fill_arguments(tools["get_knowledge"], text, query=text))
     return Say(ASK_TO_REPEAT)
+
+
+def _typed_keys(text: str) -> str | None:
+    """The keys of a caller message typed on the keypad (the bridge writes "(typed on the phone keypad) 4512")."""
+    match = _KEYPAD.match(text.strip())
+    return match.group(1) if match else None
+
+
+def _answer_keys(given: BrainInput, keys: str) -> Decision:
+    """Typed digits answer what the agent just asked for, or fill the one tool that takes a number."""
+    digits = keys.strip("*#") or keys
+    pending = _tool_awaiting_detail(given, list(given.tools))
+    if pending is not None:
+        tool, earlier_text = pending
+        decision = _call_or_ask(tool, f"{earlier_text} {digits}")
+        if isinstance(decision, CallTool):
+            return decision
+    for tool in given.tools:
+        if tool.name in BUILTIN_TOOLS:
+            continue
+        code_like = [name for name in _required(tool)
+                     if any(part in name.lower() for part in ("number", "id", "code", "reference", "order"))]
+        if len(code_like) == 1 and len(_required(tool)) == 1:
+            return CallTool(tool.name, {code_like[0]: digits})
+    return Say(f"You typed {' '.join(keys)}. What would you like me to do with that number?")
+
+
+def _hand_over_summary(turns: Sequence[Turn], last: int = 4) -> str:
+    """What a colleague taking the call should know: the caller's last few requests, in order."""
+    asked = [turn.text.strip() for turn in turns if isinstance(turn, CallerSaid) and turn.text.strip()]
+    return "The caller said: " + " / ".join(asked[-last:]) if asked else "The caller asked for a person."
 
 
 def _last_caller_text(turns: Sequence[Turn]) -> str:

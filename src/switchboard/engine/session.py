@@ -78,6 +78,12 @@ def _new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:20]}"
 
 
+# What the engine's brain is asked when server_vad's idle_timeout_ms passes (its "still there" line).
+IDLE_PROMPT = "The caller has been silent. Ask whether they are still there."
+# semantic_vad eagerness -> the pause that ends a turn (low waits for the caller, high answers quickly).
+SEMANTIC_SILENCE_MS = {"low": 1500, "medium": 800, "auto": 800, "high": 400}
+
+
 def _default_turn_detection() -> dict[str, Any]:
     return {
         "type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 500,
@@ -119,6 +125,8 @@ class RealtimeSession:
         self._detector: TurnDetector | None = None
         self._responses: dict[str, _Response] = {}
         self._active_response_id: str | None = None
+        # server_vad idle_timeout_ms: where (in appended audio) the caller's silence began counting.
+        self._idle_from_ms: int | None = None
         self._rebuild_detector()
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -218,12 +226,14 @@ class RealtimeSession:
         if config is None:
             self._detector = None
             return
-        # semantic_vad has no threshold or timings; it runs as server_vad with the defaults.
+        # semantic_vad has no threshold or timings: its eagerness becomes how long a pause ends the turn.
+        silence_ms = (SEMANTIC_SILENCE_MS.get(str(config.get("eagerness")), 800) if config["type"] == "semantic_vad"
+                      else int(config.get("silence_duration_ms", 500)))
         appended_ms = self._buffer_start_ms + len(self._buffer) // g711.BYTES_PER_MS
         detector = TurnDetector(
             self._classifier_factory(float(config.get("threshold", 0.5))),
             prefix_padding_ms=int(config.get("prefix_padding_ms", 300)),
-            silence_duration_ms=int(config.get("silence_duration_ms", 500)),
+            silence_duration_ms=silence_ms,
             position_ms=appended_ms - appended_ms % FRAME_MS,
         )
         detector.reset(floor_ms=self._buffer_start_ms)
@@ -244,9 +254,37 @@ class RealtimeSession:
                 outputs.extend(self._speech_started(vad_event.audio_start_ms))
             elif isinstance(vad_event, SpeechStopped):
                 outputs.extend(self._speech_stopped(vad_event.audio_end_ms))
+        outputs.extend(self._check_idle_timeout())
+        return outputs
+
+    def _check_idle_timeout(self) -> list[Output]:
+        """server_vad `idle_timeout_ms`: counted (in appended audio, the session's clock) from the end of the
+        last response's audio; when it passes with no speech, the silent audio is committed and answered."""
+        config = self._turn_detection or {}
+        idle_timeout_ms = config.get("idle_timeout_ms")
+        if (config.get("type") != "server_vad" or not isinstance(idle_timeout_ms, int) or self._idle_from_ms is None
+                or self._active_response_id is not None or self._speech_item_id is not None):
+            return []
+        position_ms = self._buffer_start_ms + len(self._buffer) // g711.BYTES_PER_MS
+        if position_ms - self._idle_from_ms < idle_timeout_ms:
+            return []
+        item_id = self._new_id("item")
+        outputs: list[Output] = [self._send({
+            "type": "input_audio_buffer.timeout_triggered", "audio_start_ms": max(self._idle_from_ms,
+                                                                                   self._buffer_start_ms),
+            "audio_end_ms": position_ms, "item_id": item_id})]
+        self._idle_from_ms = None
+        mulaw = bytes(self._buffer)
+        self._buffer.clear()
+        self._buffer_start_ms = position_ms
+        if self._detector is not None:
+            self._detector.reset(floor_ms=position_ms)
+        outputs.extend(self._commit(item_id, mulaw))
+        outputs.extend(self._start_response({"instructions": IDLE_PROMPT}))
         return outputs
 
     def _speech_started(self, audio_start_ms: int) -> list[Output]:
+        self._idle_from_ms = None
         self._speech_item_id = self._new_id("item")
         self._speech_start_ms = audio_start_ms
         outputs: list[Output] = [self._send({
@@ -651,6 +689,8 @@ class RealtimeSession:
         response = self._responses[response_id]
         response.status = "completed"
         self._active_response_id = None
+        # The idle timeout counts from when this response's audio will have played (at real time).
+        self._idle_from_ms = self._buffer_start_ms + len(self._buffer) // g711.BYTES_PER_MS + response.output_audio_ms
         return [
             self._send({"type": "response.done", "response": self._response_body(response)}),
             self._send({"type": "rate_limits.updated", "rate_limits": [

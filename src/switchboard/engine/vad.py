@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from switchboard.audio.dtmf import is_dtmf_frame
 from switchboard.engine import g711
 
 FRAME_MS = 20
@@ -66,7 +67,10 @@ class WebRtcFrameClassifier:
         rms = float(np.sqrt(np.mean(pcm16.astype(np.float64) ** 2))) + 1e-9
         if 20.0 * np.log10(rms / 32768.0) < self._floor_dbfs:
             return False
-        return bool(self._vad.is_speech(pcm16.tobytes(), g711.SAMPLE_RATE_HZ))
+        if not self._vad.is_speech(pcm16.tobytes(), g711.SAMPLE_RATE_HZ):
+            return False
+        # webrtcvad takes a keypad's tone for speech; the network plays one into the audio at each key press.
+        return not is_dtmf_frame(pcm16)
 
 
 class TurnDetector:

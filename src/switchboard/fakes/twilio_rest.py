@@ -21,18 +21,22 @@ import base64
 import binascii
 import inspect
 import secrets
+import xml.etree.ElementTree as ElementTree
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any, TypeAlias
 
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.background import BackgroundTask
+from twilio.request_validator import RequestValidator
 
 from switchboard.fakes.loopback import LoopbackServer
 
-__all__ = ["FakeTwilioRest", "RestRequest"]
+__all__ = ["DialLeg", "FakeTwilioRest", "RestRequest"]
 
 JsonDict: TypeAlias = dict[str, Any]
 MAX_TWIML_CHARS = 4_000
@@ -62,6 +66,25 @@ class _Call:
     ended_at: datetime | None = None
 
 
+@dataclass(slots=True)
+class DialLeg:
+    """A `<Dial>` the fake performed after a redirect, as Twilio would: what it dialled, and what the server's
+    `<Number url>` (whisper) and `<Dial action>` answered."""
+
+    call_sid: str
+    number: str
+    caller_id: str | None
+    timeout_s: int | None
+    action_url: str | None
+    whisper_url: str | None
+    dial_call_status: str = ""
+    whisper_status_code: int | None = None
+    whisper_twiml: str | None = None
+    action_status_code: int | None = None
+    action_twiml: str | None = None
+    error: str | None = None
+
+
 UpdateHandler: TypeAlias = Callable[[RestRequest], "None | Awaitable[None]"]
 
 
@@ -81,8 +104,16 @@ class FakeTwilioRest:
     """
 
     def __init__(self, *, account_sid: str, auth_token: str, host: str = "127.0.0.1", port: int = 0,
-                 auto_create_calls: bool = True, shutdown_timeout_s: float = 5.0) -> None:
+                 auto_create_calls: bool = True, shutdown_timeout_s: float = 5.0, human: str = "no-answer",
+                 ring_s: float = 0.0, talk_s: float = 0.0, callback_timeout_s: float = 10.0) -> None:
         self.account_sid = account_sid
+        # The person a `<Dial>` reaches: "answers", or Twilio's DialCallStatus when they don't ("no-answer",
+        # "busy", "failed"). `ring_s`/`talk_s` stand for ringing and conversation (0 in tests).
+        self.human = human
+        self.ring_s = ring_s
+        self.talk_s = talk_s
+        self.callback_timeout_s = callback_timeout_s
+        self.dial_legs: list[DialLeg] = []
         self.auth_token = auth_token
         self.host = host
         self.auto_create_calls = auto_create_calls
@@ -123,6 +154,14 @@ class FakeTwilioRest:
 
     def on_update(self, handler: UpdateHandler) -> None:
         self._update_handlers.append(handler)
+
+    async def wait_for_dial(self, timeout_s: float = 5.0) -> DialLeg:
+        """The first `<Dial>` once Twilio is done with it (its action answered, or it failed)."""
+        async with asyncio.timeout(timeout_s), self._changed:
+            await self._changed.wait_for(
+                lambda: bool(self.dial_legs) and (self.dial_legs[0].action_twiml is not None
+                                                   or self.dial_legs[0].error is not None))
+        return self.dial_legs[0]
 
     async def wait_for_request(self, timeout_s: float = 2.0) -> RestRequest:
         """The next request not yet returned by this method, in arrival order."""
@@ -239,6 +278,68 @@ class FakeTwilioRest:
                 call.ended_at = datetime.now(UTC)
         return 200, self._call_resource(call)
 
+    async def _follow_dial(self, call_sid: str, twiml: str) -> None:
+        """Run a redirect's `<Dial>` as Twilio does: ring the number; if the person answers, fetch the
+        `<Number url>` (their whisper) and connect; when the dialled call ends, post the `action` with
+        `DialCallStatus`. Every callback is signed over its URL and form as Twilio signs."""
+        try:
+            dial = ElementTree.fromstring(twiml).find("Dial")
+        except ElementTree.ParseError:
+            return
+        number = dial.find("Number") if dial is not None else None
+        if dial is None or number is None:
+            return
+        timeout = dial.get("timeout")
+        leg = DialLeg(call_sid=call_sid, number=(number.text or "").strip(), caller_id=dial.get("callerId"),
+                      timeout_s=int(timeout) if timeout and timeout.isdigit() else None,
+                      action_url=dial.get("action"), whisper_url=number.get("url"))
+        self.dial_legs.append(leg)
+        call = self._calls.get(call_sid) or _Call(call_sid)
+        child_sid = "CA" + secrets.token_hex(16)
+        validator = RequestValidator(self.auth_token)
+        async with httpx.AsyncClient(timeout=httpx.Timeout(self.callback_timeout_s)) as http:
+
+            async def post(url: str, params: dict[str, str]) -> tuple[int, str]:
+                headers = {"X-Twilio-Signature": validator.compute_signature(url, params),
+                           "User-Agent": "TwilioProxy/1.1"}
+                response = await http.post(url, data=params, headers=headers)
+                return response.status_code, response.text
+
+            try:
+                await asyncio.sleep(min(self.ring_s, leg.timeout_s or 30))
+                bridged = False
+                if self.human == "answers":
+                    bridged = True
+                    if leg.whisper_url:
+                        leg.whisper_status_code, leg.whisper_twiml = await post(leg.whisper_url, {
+                            "AccountSid": self.account_sid, "ApiVersion": "2010-04-01", "CallSid": child_sid,
+                            "ParentCallSid": call_sid, "CallStatus": "in-progress", "Direction": "outbound-dial",
+                            "From": leg.caller_id or call.from_, "To": leg.number, "Called": leg.number,
+                            "Caller": leg.caller_id or call.from_,
+                        })
+                        # A whisper that hangs up (or fails) declines the call: the parties are never bridged.
+                        bridged = leg.whisper_status_code == 200 and "<Hangup" not in (leg.whisper_twiml or "")
+                    await asyncio.sleep(self.talk_s)
+                leg.dial_call_status = "completed" if self.human == "answers" else self.human
+                if leg.action_url:
+                    params = {
+                        "AccountSid": self.account_sid, "ApiVersion": "2010-04-01", "CallSid": call_sid,
+                        "CallStatus": "in-progress", "Direction": "inbound", "From": call.from_, "To": call.to,
+                        "DialCallSid": child_sid, "DialCallStatus": leg.dial_call_status,
+                        "DialBridged": "true" if bridged else "false",
+                    }
+                    if bridged:
+                        params["DialCallDuration"] = str(int(self.talk_s))
+                    leg.action_status_code, leg.action_twiml = await post(leg.action_url, params)
+                    if "<Hangup" in leg.action_twiml:
+                        self.complete_call(call_sid)
+                else:
+                    leg.action_twiml = ""
+            except httpx.HTTPError as exc:
+                leg.error = type(exc).__name__
+            async with self._changed:
+                self._changed.notify_all()
+
     def _build_app(self) -> FastAPI:
         app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
         path = "/2010-04-01/Accounts/{account_sid}/Calls/{call_sid}.json"
@@ -258,7 +359,10 @@ class FakeTwilioRest:
                     if inspect.isawaitable(outcome):
                         await outcome
             headers = {"WWW-Authenticate": 'Basic realm="Twilio API"'} if status_code == 401 else None
-            return JSONResponse(body, status_code=status_code, headers=headers)
+            twiml = form.get("Twiml") or ""
+            follow = (BackgroundTask(self._follow_dial, call_sid, twiml)
+                      if request.method == "POST" and status_code == 200 and "<Dial" in twiml else None)
+            return JSONResponse(body, status_code=status_code, headers=headers, background=follow)
 
         app.add_api_route(path, handle, methods=["GET", "POST"])
         return app

@@ -23,7 +23,16 @@ BUILTIN_TOOLS: tuple[dict[str, Any], ...] = (
         "description": "Transfer the call to a human colleague when the caller asks for a person or you cannot help.",
         "parameters": {
             "type": "object",
-            "properties": {"reason": {"type": "string", "description": "Why the caller needs a person."}},
+            "properties": {
+                "reason": {"type": "string", "description": "Why the caller needs a person."},
+                "summary": {
+                    "type": "string",
+                    "description": "Two or three sentences for the colleague who answers: who the caller is, what "
+                    "they need and what was already tried or found out. The colleague hears this before the "
+                    "caller is put through.",
+                },
+            },
+            "required": ["reason", "summary"],
         },
     },
     {

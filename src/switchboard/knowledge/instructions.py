@@ -24,6 +24,21 @@ def is_open_now(tenant: TenantProfile, now: datetime) -> bool:
     return tenant.business_hours is None or tenant.business_hours.is_open(now)
 
 
+def keypad_instructions(tenant: TenantProfile) -> str:
+    """Tell the model the caller can type digits, and how typed keys reach it."""
+    text = (
+        "# Keypad\n"
+        "The caller can also type digits on their phone keypad. Typed keys reach you as a caller message "
+        "starting with \"(typed on the phone keypad)\", followed by the keys in order. When you need a number "
+        "(an order number, a date, an account number), you may offer: \"you can also type it on your keypad\"."
+    )
+    shortcuts = [f"pressing {key} on its own transfers the caller to a person"
+                 for key, action in sorted((tenant.keypad or {}).items()) if action == "transfer"]
+    if shortcuts:
+        text += " On this line, " + "; ".join(shortcuts) + "."
+    return text
+
+
 def build_instructions(tenant: TenantProfile, now: datetime, caller: CallerContext) -> str:
     """The `instructions` of the model session for one call to `tenant` at `now` (timezone-aware)."""
     sections: list[str] = []
@@ -39,6 +54,8 @@ def build_instructions(tenant: TenantProfile, now: datetime, caller: CallerConte
         + (" or a transfer to a person (transfer_to_human)." if tenant.transfer else ".")
         + " When the caller is done, say goodbye and use end_call."
     )
+
+    sections.append(keypad_instructions(tenant))
 
     hours = tenant.business_hours
     if hours is None:

@@ -28,7 +28,10 @@ class Tenant(Base):
     transcriber: Mapped[str] = mapped_column(String(32))
     # As written in the tenant file; parsed with business_hours.parse_business_hours when read.
     business_hours: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    transfer: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
+    transfer: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # As written (only the keys given); None: the default server VAD.
+    turn_detection: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    keypad: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
     # Minutes left: the file's allowance minus the minutes charged (see tenant_loader), never below 0.
     credits: Mapped[int] = mapped_column(Integer)
     max_concurrent_calls: Mapped[int | None] = mapped_column(Integer, nullable=True)

@@ -34,8 +34,10 @@ class TenantProfile:
     voice: dict[str, Any]
     transcriber: str
     business_hours: BusinessHours | None
-    transfer: dict[str, str] | None
+    transfer: dict[str, Any] | None
     credits: int
+    turn_detection: dict[str, Any] | None = None
+    keypad: dict[str, str] | None = None
     max_concurrent_calls: int | None = None
 
     @property
@@ -80,6 +82,8 @@ def _profile(tenant: Tenant) -> TenantProfile:
         business_hours=parse_business_hours(tenant.business_hours) if tenant.business_hours is not None else None,
         transfer=dict(tenant.transfer) if tenant.transfer else None,
         credits=tenant.credits,
+        turn_detection=dict(tenant.turn_detection) if tenant.turn_detection else None,
+        keypad=dict(tenant.keypad) if tenant.keypad else None,
         max_concurrent_calls=tenant.max_concurrent_calls,
     )
 

@@ -38,11 +38,13 @@ class CallProfileResponse(BaseModel):
     instructions: str
     voice: dict[str, Any]
     transcriber: str
-    transfer: dict[str, str] | None
+    transfer: dict[str, Any] | None
     credits: int
     has_credits: bool
     is_open_now: bool
     timezone: str | None = None
+    turn_detection: dict[str, Any] | None = None
+    keypad: dict[str, str] = {}
 
 
 class TenantKeyRequest(_Body):

@@ -63,6 +63,36 @@ class ElevenLabsVoice(_Strict):
 class Transfer(_Strict):
     number: E164
     caller_id: E164
+    # `<Dial timeout>`: Twilio allows 5-600 s (and adds about 5 s); unset means Switchboard's default, 20.
+    timeout_s: int | None = Field(default=None, ge=5, le=600)
+
+
+class ServerVad(_Strict):
+    """OpenAI Realtime `server_vad`; keys left out take the provider's defaults."""
+
+    type: Literal["server_vad"]
+    threshold: float = Field(default=0.9, ge=0.0, le=1.0)
+    prefix_padding_ms: int = Field(default=300, ge=0, le=5_000)
+    silence_duration_ms: int = Field(default=500, ge=0, le=10_000)
+    idle_timeout_ms: int | None = Field(default=None, ge=5_000, le=30_000)
+
+
+class SemanticVad(_Strict):
+    type: Literal["semantic_vad"]
+    eagerness: Literal["low", "medium", "high", "auto"] = "auto"
+
+
+TurnDetection = Annotated[ServerVad | SemanticVad, Field(discriminator="type")]
+
+
+def _keypad_keys(value: object) -> object:
+    # YAML reads an unquoted 0 as an integer key.
+    if isinstance(value, dict):
+        return {str(k) if isinstance(k, int) and not isinstance(k, bool) else k: v for k, v in value.items()}
+    return value
+
+
+KEYPAD_KEYS = "0123456789*#"
 
 
 class KnowledgeSource(_Strict):
@@ -152,6 +182,8 @@ class TenantSpec(_Strict):
     business_hours: dict[str, Any] | None = None
     transfer: Transfer | None = None
     credits: int = Field(ge=0)
+    turn_detection: TurnDetection | None = None
+    keypad: Annotated[dict[str, Literal["transfer"]], BeforeValidator(_keypad_keys)] = Field(default_factory=dict)
     # Across all voice servers; the next caller hears a busy message. None: no limit.
     max_concurrent_calls: int | None = Field(default=None, ge=1)
     knowledge: list[KnowledgeSource] = Field(default_factory=list)
@@ -163,6 +195,27 @@ class TenantSpec(_Strict):
         if not _TENANT_KEY.match(value):
             raise ValueError(f"'{value}' is not a tenant key (lower-case letters, digits, _ and -)")
         return value
+
+    @field_validator("keypad")
+    @classmethod
+    def _keypad(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if len(key) != 1 or key not in KEYPAD_KEYS:
+                raise ValueError(f"'{key}' is not a keypad key (0-9, * or #)")
+        return value
+
+    @model_validator(mode="after")
+    def _keypad_transfer_needs_a_number(self) -> TenantSpec:
+        for key, action in self.keypad.items():
+            if action == "transfer" and self.transfer is None:
+                raise ValueError(f"keypad.{key}: transfer needs the tenant's transfer number (transfer: {{number: ...}})")
+        return self
+
+    def turn_detection_as_given(self) -> dict[str, Any] | None:
+        """The tenant's turn_detection with only the keys it wrote (the rest are the provider's defaults)."""
+        if self.turn_detection is None:
+            return None
+        return self.turn_detection.model_dump(mode="json", exclude_unset=True) | {"type": self.turn_detection.type}
 
     @field_validator("sip_domains")
     @classmethod
@@ -179,7 +232,8 @@ class _TenantFile(_Strict):
 
 def _where(loc: tuple[int | str, ...]) -> str:
     # Drop the discriminator tag pydantic puts in the path of a tagged union (voice.openai.name).
-    parts = [str(p) for i, p in enumerate(loc) if not (i > 0 and loc[i - 1] == "voice" and p in ("openai", "elevenlabs"))]
+    tags = {"voice": ("openai", "elevenlabs"), "turn_detection": ("server_vad", "semantic_vad")}
+    parts = [str(p) for i, p in enumerate(loc) if not (i > 0 and p in tags.get(str(loc[i - 1]), ()))]
     return ".".join(parts)
 
 
@@ -198,7 +252,8 @@ def _message(error: Any) -> str:
         return f"missing key '{_where(loc)}'"
     msg = str(error["msg"]).removeprefix("Value error, ")
     if kind == "union_tag_invalid":
-        msg = "provider must be openai or elevenlabs"
+        msg = ("type must be server_vad or semantic_vad" if loc and loc[0] == "turn_detection"
+               else "provider must be openai or elevenlabs")
     return f"{_where(loc)}: {msg}" if loc else msg
 
 

@@ -195,7 +195,9 @@ async def _write_profile(session: AsyncSession, tenant: Tenant, spec: TenantSpec
     tenant.voice = spec.voice.model_dump(mode="json")
     tenant.transcriber = spec.transcriber
     tenant.business_hours = spec.business_hours
-    tenant.transfer = spec.transfer.model_dump(mode="json") if spec.transfer else None
+    tenant.transfer = spec.transfer.model_dump(mode="json", exclude_none=True) if spec.transfer else None
+    tenant.turn_detection = spec.turn_detection_as_given()
+    tenant.keypad = dict(spec.keypad) or None
     tenant.credits = max(0, spec.credits - await _charged_minutes(session, spec.key))
     tenant.max_concurrent_calls = spec.max_concurrent_calls
     tenant.profile_sha256 = sha

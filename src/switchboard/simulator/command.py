@@ -44,17 +44,36 @@ def call_command(args: argparse.Namespace) -> int:
         return 1
 
 
+KEYS_PREFIX = "keys:"
+
+
+def script_steps(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """The call's steps in command-line order: ("say", sentence) or ("keys", "4512#"); the default sentences
+    when none were given. A `--say "keys:4512#"` is a keys step."""
+    steps: list[tuple[str, str]] = []
+    given = getattr(args, "script", None) or [
+        *(("say", s) for s in getattr(args, "say", None) or []), *(("keys", k) for k in getattr(args, "keys", None) or [])]
+    for kind, value in given:
+        if kind == "say" and value.startswith(KEYS_PREFIX):
+            kind, value = "keys", value.removeprefix(KEYS_PREFIX).strip()
+        steps.append((kind, value))
+    return steps or [("say", sentence) for sentence in DEFAULT_SENTENCES]
+
+
 async def _utterances(args: argparse.Namespace) -> list[tuple[str, bytes]]:
+    """(text, audio) per step; a keys step is ("keys:4512#", b"") and is pressed, not spoken."""
     if args.wav:
         print(f"streaming {args.wav} as the caller's audio")
         return [(f"<{args.wav}>", await asyncio.to_thread(read_wav_as_mulaw, args.wav))]
-    sentences = list(args.say) or list(DEFAULT_SENTENCES)
-    if await asyncio.to_thread(neural_voice_available):
-        print("the caller speaks with the local neural voice (hibari)")
-    else:
-        print("no TTS voice is installed: the caller speaks a speech-like synthetic signal as long as each "
-              "sentence would take to say")
-    return [(sentence, await asyncio.to_thread(speak_mulaw, sentence)) for sentence in sentences]
+    steps = script_steps(args)
+    if any(kind == "say" for kind, _ in steps):
+        if await asyncio.to_thread(neural_voice_available):
+            print("the caller speaks with the local neural voice (hibari)")
+        else:
+            print("no TTS voice is installed: the caller speaks a speech-like synthetic signal as long as each "
+                  "sentence would take to say")
+    return [(value, await asyncio.to_thread(speak_mulaw, value)) if kind == "say" else (KEYS_PREFIX + value, b"")
+            for kind, value in steps]
 
 
 def _describe_turn(turn: AgentTurn) -> str:
@@ -105,9 +124,14 @@ async def _run(args: argparse.Namespace, auth_token: str) -> int:
         for index, (text, mulaw) in enumerate(utterances):
             if caller.is_stream_closed:
                 break
-            print(f"caller: {text}")
             turns_before = len(caller.turns)
-            caller.say_mulaw(mulaw + mulaw_silence(100))
+            if text.startswith(KEYS_PREFIX):
+                keys = text.removeprefix(KEYS_PREFIX)
+                print(f"caller presses on the keypad: {keys}")
+                await caller.press_keys(keys)
+            else:
+                print(f"caller: {text}")
+                caller.say_mulaw(mulaw + mulaw_silence(100))
             await caller.wait_for_speech_sent(timeout_s=args.timeout_s)
             if len(caller.turns) == turns_before:
                 print("(that audio was silent: nothing for the agent to answer)")

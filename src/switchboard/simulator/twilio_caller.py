@@ -34,6 +34,7 @@ from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from switchboard.audio.dtmf import dtmf_tone_mulaw
 from switchboard.simulator.speech import FRAME_BYTES, FRAME_MS, MULAW_SILENCE, write_stereo_wav
 
 __all__ = ["AgentTurn", "CallAnswer", "ReceivedMessage", "StreamRejected", "TwilioCaller"]
@@ -298,7 +299,23 @@ class TwilioCaller:
         return len(self.caller_track) // 8
 
     async def send_dtmf(self, digit: str) -> None:
+        """One `dtmf` message exactly as Twilio sends it (one key per message, `inbound_track`)."""
         await self._send(self._sequenced({"event": "dtmf", "dtmf": {"track": "inbound_track", "digit": digit}}))
+
+    async def press_keys(self, keys: str, *, tone_ms: int = 100, gap_ms: int = 150, with_tones: bool = True) -> None:
+        """Press keys as a caller does: each key's tone goes into the caller's audio (the network plays it;
+        `with_tones=False` leaves it out) and Twilio's `dtmf` message follows once the tone is detected.
+
+        Waits for queued caller audio to be sent first; returns after the last key's gap.
+        """
+        await self.wait_for_speech_sent(timeout_s=60.0)
+        for key in keys:
+            if with_tones:
+                self.say_mulaw(dtmf_tone_mulaw(key, tone_ms))
+                # Twilio reports a key after it has heard some of its tone.
+                await asyncio.sleep(min(tone_ms, 60) / 1000)
+            await self.send_dtmf(key)
+            await asyncio.sleep((max(0, tone_ms - 60) + gap_ms) / 1000 if with_tones else gap_ms / 1000)
 
     async def send_raw(self, text: str) -> None:
         """Send one text frame as is (for malformed-message tests)."""

@@ -21,6 +21,7 @@ from switchboard.bridge.call.actions import (
     ClearCallerPlayback,
     ConfigureModelSession,
     DeleteModelItem,
+    DiscardCallerInput,
     EndCall,
     PlayToCaller,
     RecordMessage,
@@ -292,6 +293,23 @@ def test_session_update_without_tools_or_transcription_is_valid():
     validated_client_event(text)
     assert "tools" not in session and "tool_choice" not in session
     assert "transcription" not in session["audio"]["input"]
+
+
+@pytest.mark.parametrize("turn_detection", [
+    {"type": "server_vad", "threshold": 0.7, "silence_duration_ms": 1500, "idle_timeout_ms": 6000},
+    {"type": "semantic_vad", "eagerness": "low"},
+])
+def test_the_tenants_turn_detection_goes_out_as_given_and_is_valid(turn_detection):
+    text = encode_realtime_action(ConfigureModelSession(instructions="Be brief.", voice="marin", speed=1.0,
+                                                        turn_detection=turn_detection))
+    validated_client_event(text)
+    assert json.loads(text)["session"]["audio"]["input"]["turn_detection"] == turn_detection
+
+
+def test_discarding_caller_input_is_an_input_audio_buffer_clear():
+    text = encode_realtime_action(DiscardCallerInput())
+    validated_client_event(text)
+    assert json.loads(text) == {"type": "input_audio_buffer.clear"}
 
 
 GOLDEN_CLIENT_EVENTS: list[tuple[CallAction, dict[str, Any]]] = [

@@ -120,6 +120,9 @@ def test_an_echoed_mark_parses_back_to_the_name_we_sent():
         ('{"event": "start", "start": {"streamSid": "MZ1"}}', "missing_fields_start"),
         ('{"event": "start", "start": {"callSid": "CA1", "customParameters": [1]}}', "bad_start"),
         ('{"event": "dtmf", "dtmf": {}}', "missing_fields_dtmf"),
+        ('{"event": "dtmf", "dtmf": {"track": "inbound_track", "digit": "12"}}', "bad_dtmf"),
+        ('{"event": "dtmf", "dtmf": {"track": "inbound_track", "digit": "x"}}', "bad_dtmf"),
+        ('{"event": "dtmf", "dtmf": {"track": "inbound_track", "digit": 5}}', "bad_dtmf"),
     ],
 )
 def test_rejects_malformed_messages_with_a_fixed_kind(raw, kind):

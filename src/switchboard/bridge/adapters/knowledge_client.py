@@ -49,7 +49,7 @@ class CallProfile:
     instructions: str
     voice: dict[str, Any]
     transcriber: str = "none"
-    transfer: dict[str, str] | None = None
+    transfer: dict[str, Any] | None = None
     has_credits: bool = True
     credits: int = 0
     extra: dict[str, Any] = field(default_factory=dict)

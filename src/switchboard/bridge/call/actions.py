@@ -17,6 +17,8 @@ class ConfigureModelSession:
     tools: tuple[dict[str, Any], ...] = ()
     output_modalities: tuple[str, ...] = ("audio",)
     transcription_model: str | None = None
+    # The tenant's `turn_detection` as given (None: the default server VAD, threshold 0.9).
+    turn_detection: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)  # not frozen: built per frame, frozen __init__ measured ~8 % CPU
@@ -41,6 +43,11 @@ class CancelModelResponse:
 class TruncateModelAudio:
     item_id: str
     audio_end_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class DiscardCallerInput:
+    """`input_audio_buffer.clear`: drop caller audio not yet committed (a key's tone, not speech)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +168,12 @@ class TransferCall:
     number: str | None
     caller_id: str | None
     apology: str | None = None
+    # Warm transfer: why and what for (the model's `reason`/`summary`, or the keypad's), told to the human
+    # who answers; the record's tool message (`message_id`, `seq`) later shows the outcome.
+    reason: str = ""
+    summary: str = ""
+    message_id: str | None = None
+    seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +185,7 @@ class EndCall:
 
 CallAction = (
     ConfigureModelSession | AppendCallerAudio | RequestModelResponse | CancelModelResponse | TruncateModelAudio
-    | DeleteModelItem | SendToolResult | AddConversationItem | ReconnectModel | PlayToCaller | SendPlaybackMark | ClearCallerPlayback | StartToolCall
+    | DeleteModelItem | DiscardCallerInput | SendToolResult | AddConversationItem | ReconnectModel | PlayToCaller | SendPlaybackMark | ClearCallerPlayback | StartToolCall
     | RecordMessage | RecordUsage | TransferCall | EndCall | RetrieveCallerAudio | SpeakText | FlushSpeech | StopSpeech
     | TranscribeCallerAudio
 )

@@ -34,6 +34,8 @@ class PlaybackMarked:
 
 @dataclass(frozen=True, slots=True)
 class CallerPressedKey:
+    """Twilio `dtmf`: one key (`0`-`9`, `*`, `#`), one message per press."""
+
     digit: str
 
 

@@ -21,6 +21,7 @@ from switchboard.bridge.call.actions import (
     ClearCallerPlayback,
     ConfigureModelSession,
     DeleteModelItem,
+    DiscardCallerInput,
     EndCall,
     FlushSpeech,
     PlayToCaller,
@@ -69,6 +70,7 @@ from switchboard.bridge.call.events import (
     ToolCallRequested,
     TransferFinished,
 )
+from switchboard.bridge.call.keypad import KEYS, DigitsEntered, KeypadGatherer, KeypadOutcome, keypad_message
 from switchboard.bridge.call.phases import ALLOWED_TRANSITIONS, CallPhase, InvalidTransition
 from switchboard.bridge.call.playback import PlaybackLedger, mulaw_ms_of_base64
 from switchboard.bridge.call.recent import RecentMap, RecentSet
@@ -143,6 +145,14 @@ class CallSettings:
     )
     transfer_number: str | None = None
     transfer_caller_id: str | None = None
+    # Keypad (bridge/call/keypad.py): the pause that ends a run of digits, and the tenant's shortcuts.
+    dtmf_pause_s: float = 2.0
+    keypad: tuple[tuple[str, str], ...] = ()
+    # After a key, caller audio events are taken for its tone (Twilio plays it into the inbound audio).
+    keypad_tone_guard_s: float = 1.0
+    keypad_transfer_line: str = "Transferring you to a colleague now, please hold."
+    # The tenant's `turn_detection`, sent as given (None: server VAD, threshold 0.9).
+    turn_detection: dict[str, Any] | None = None
     transfer_line: str = (
         'Tell the caller in one short sentence that you are transferring them now, for example: "I\'m '
         'transferring you to a colleague now, please hold."'
@@ -296,6 +306,11 @@ class CallStateMachine:
         self._speech: RecentMap[str, _SpeechContext] = RecentMap(32)
         self._unspoken_after_failure: list[str] = []
 
+        # Keypad and the transfer's hand-over note (reason, summary, record message id, seq).
+        self._keypad = KeypadGatherer(pause_s=settings.dtmf_pause_s, shortcuts=dict(settings.keypad),
+                                      tone_guard_s=settings.keypad_tone_guard_s)
+        self._transfer_note: tuple[str, str, str | None, int | None] = ("", "", None, None)
+
     # ------------------------------------------------------------------ public surface
     @property
     def phase(self) -> CallPhase:
@@ -351,6 +366,9 @@ class CallStateMachine:
             candidates.append(self._next_thinking_at)
         if self._model_opened_at is not None and self._model_open and self._stream_started_at is not None:
             candidates.append(self._model_opened_at + self.settings.model_session_max_s)
+        keypad_deadline = self._keypad.next_deadline()
+        if keypad_deadline is not None:
+            candidates.append(keypad_deadline)
         if self._stream_started_at is not None:
             cap = self._stream_started_at + self.settings.max_call_s
             candidates.append(cap)
@@ -380,15 +398,24 @@ class CallStateMachine:
             case ModelSessionConfigured():
                 pass
             case ModelResponseStarted():
+                unrequested = event.request_id is None and self._inflight_request is None
                 self._on_response_started(event)
+                if unrequested and self._keypad.is_tone_guarded(now):
+                    # The model answering a key's tone (server VAD): the keypad's own message follows.
+                    out.append(CancelModelResponse(event.response_id))
+                    self._cancelled_responses.add(event.response_id)
             case ModelResponseDone():
                 self._on_response_done(event, out)
             case AssistantTranscriptDone():
                 self._on_transcript_done(event, out)
             case CallerStartedSpeaking():
-                self._on_caller_started_speaking(now, out)
+                # A key's tone is not speech: the key press already interrupted (and the silence clock runs on).
+                if not self._keypad.is_tone_guarded(now):
+                    self._on_caller_started_speaking(now, out)
             case CallerStoppedSpeaking():
                 self._caller_speaking = False
+            case CallerTurnCommitted(item_id=item_id) if self._keypad.is_tone_guarded(now):
+                out.append(DeleteModelItem(item_id))  # a key's tone, not words: keep it out of the conversation
             case CallerTurnCommitted(item_id=item_id):
                 self._user_seq_of(item_id)
                 if self.settings.transcribe_caller_audio:
@@ -411,8 +438,8 @@ class CallStateMachine:
                 self._on_model_lost(out)
             case CallerHungUp():
                 self._end("caller_hung_up", out)
-            case CallerPressedKey():
-                pass
+            case CallerPressedKey(digit=digit):
+                self._on_key(digit, now, out)
             case DeadlineReached():
                 self._on_deadline(now, out)
             case TransferFinished():
@@ -538,6 +565,47 @@ class CallStateMachine:
             self._playing_items.pop(item.item_id)
             self._interrupted_items[item.item_id] = item
 
+    def _on_key(self, digit: str, now: float, out: list[CallAction]) -> None:
+        if digit not in KEYS:
+            return
+        # A key press interrupts exactly as speech does (clear, cancel, truncate), in this tick.
+        self._on_caller_started_speaking(now, out)
+        self._caller_speaking = False
+        if self._model_open:
+            out.append(DiscardCallerInput())  # the key's tone, if it reached the audio, is not speech
+        outcome = self._keypad.press(digit, now)
+        if outcome is not None:
+            self._on_keypad(outcome, out)
+
+    def _on_keypad(self, outcome: KeypadOutcome, out: list[CallAction]) -> None:
+        s = self.settings
+        if not isinstance(outcome, DigitsEntered):
+            if outcome.action == "transfer" and s.transfer_number:
+                if self._exit is not None and self._exit.kind == "transfer":
+                    return
+                # At once, without the model: Twilio says the line, then dials.
+                seq = self._next_seq()
+                message_id = f"tool:keypad-{seq}"
+                reason = f"The caller pressed {outcome.key} on the keypad to reach a person."
+                result = json.dumps({"ok": True, "status": "transferring"})
+                out.append(RecordMessage(
+                    seq=seq, role="tool", text=TRANSFER_TOOL, message_id=message_id, name=TRANSFER_TOOL,
+                    arguments=json.dumps({"reason": reason, "key": outcome.key}), result=result, duration_ms=0.0))
+                self._exit = _PendingExit(kind="transfer", stage="transferring")
+                out.append(TransferCall(number=s.transfer_number, caller_id=s.transfer_caller_id,
+                                        apology=s.keypad_transfer_line, reason=reason, message_id=message_id, seq=seq))
+                return
+            outcome = DigitsEntered(digits=outcome.key, first_pressed_at=self._last_now)
+        text = keypad_message(outcome.digits)
+        seq = self._next_seq()
+        message_id = f"keypad:{seq}"
+        item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+        out.append(RecordMessage(seq=seq, role="user", text=text, message_id=message_id))
+        self._remember(seq, message_id, item)
+        if self._model_open:
+            out.append(AddConversationItem(item))
+        self._queue_request(None)  # sent once no response is active: never two at once
+
     # ------------------------------------------------------------------ model side
     def _on_model_opened(self, out: list[CallAction]) -> None:
         if self._model_open:
@@ -545,6 +613,10 @@ class CallStateMachine:
         self._model_open = True
         s = self.settings
         out.append(self._session_config())
+        if not self._reconnecting:
+            # Keys typed before the first session opened: the only conversation there is yet.
+            for _, item in sorted(self._history.values(), key=lambda entry: entry[0]):
+                out.append(AddConversationItem(item))
         if self._reconnecting:
             # A new session after a drop: replay the conversation so far, then carry on.
             self._reconnecting = False
@@ -625,7 +697,7 @@ class CallStateMachine:
         return ConfigureModelSession(
             instructions=s.instructions, voice=s.voice, speed=s.speed, tools=s.tools,
             output_modalities=("text",) if self._tts_mode else s.output_modalities,
-            transcription_model=s.transcription_model,
+            transcription_model=s.transcription_model, turn_detection=s.turn_detection,
         )
 
     # ------------------------------------------------------------------ external TTS
@@ -791,6 +863,8 @@ class CallStateMachine:
             kind = "end_call" if event.name == END_CALL_TOOL else "transfer"
             result = json.dumps({"ok": True} if kind == "end_call" else {"ok": True, "status": "transferring"})
             self._exit = _PendingExit(kind=kind, stage="wait_response", holding_response=event.response_id)
+            if kind == "transfer":
+                self._transfer_note = (*_transfer_arguments(event.arguments), f"tool:{event.call_id}", seq)
             self._tool_results.append(SendToolResult(event.call_id, result))
             out.append(
                 RecordMessage(
@@ -889,6 +963,9 @@ class CallStateMachine:
                     self._queue.append(_QueuedAudio(None, None, chunk, mulaw_ms_of_base64(chunk)))
             else:
                 self._next_thinking_at = None
+        digits = self._keypad.expire(now)
+        if digits is not None:
+            self._on_keypad(digits, out)
         if self._silence_since is not None and self._exit is None:
             if self._inactivity_stage == 0 and now >= self._silence_since + s.inactivity_prompt_s:
                 self._inactivity_stage = 1
@@ -980,7 +1057,9 @@ class CallStateMachine:
             return
         if exit_.kind == "transfer" and self.settings.transfer_number:
             exit_.stage = "transferring"
-            out.append(TransferCall(number=self.settings.transfer_number, caller_id=self.settings.transfer_caller_id))
+            reason, summary, message_id, seq = self._transfer_note
+            out.append(TransferCall(number=self.settings.transfer_number, caller_id=self.settings.transfer_caller_id,
+                                    reason=reason, summary=summary, message_id=message_id, seq=seq))
             return
         self._end(exit_.kind, out)
 
@@ -1011,6 +1090,7 @@ class CallStateMachine:
             and not self._pending_requests
             and not self._tools
             and not self.has_unplayed_audio
+            and not self._keypad.is_gathering
         )
         if not idle:
             self._silence_since = None
@@ -1067,6 +1147,17 @@ class CallStateMachine:
         self._end_reason = reason
         self._phase = CallPhase.ENDED
         out.append(EndCall(reason))
+
+
+def _transfer_arguments(arguments: str) -> tuple[str, str]:
+    """`reason` and `summary` of a transfer_to_human call (empty when the model gave none or bad JSON)."""
+    try:
+        parsed = json.loads(arguments or "{}")
+    except ValueError:
+        return "", ""
+    if not isinstance(parsed, dict):
+        return "", ""
+    return str(parsed.get("reason") or "").strip()[:500], str(parsed.get("summary") or "").strip()[:1000]
 
 
 def _say_exactly(text: str) -> str:

@@ -18,6 +18,7 @@ from switchboard.bridge.call.actions import (
     CancelModelResponse,
     ConfigureModelSession,
     DeleteModelItem,
+    DiscardCallerInput,
     RequestModelResponse,
     RetrieveCallerAudio,
     SendToolResult,
@@ -142,12 +143,17 @@ def _str(value: object) -> str:
     return value
 
 
+def turn_detection(tenant_value: dict[str, Any] | None) -> dict[str, Any]:
+    """The tenant's `turn_detection` as given (validated at load), or the default server VAD 0.9."""
+    return dict(tenant_value) if tenant_value else dict(TURN_DETECTION)
+
+
 def session_update(action: ConfigureModelSession) -> dict[str, Any]:
     """The GA `session.update` for a phone call: μ-law both ways, server VAD 0.9, near-field."""
     audio_input: dict[str, Any] = {
         "format": {"type": "audio/pcmu"},
         "noise_reduction": {"type": "near_field"},
-        "turn_detection": dict(TURN_DETECTION),
+        "turn_detection": turn_detection(action.turn_detection),
     }
     if action.transcription_model:
         audio_input["transcription"] = {"model": action.transcription_model}
@@ -191,6 +197,8 @@ def encode_realtime_action(action: CallAction) -> str | None:
             "type": "conversation.item.truncate", "item_id": action.item_id, "content_index": 0,
             "audio_end_ms": action.audio_end_ms,
         }
+    elif isinstance(action, DiscardCallerInput):
+        event = {"type": "input_audio_buffer.clear"}
     elif isinstance(action, DeleteModelItem):
         event = {"type": "conversation.item.delete", "item_id": action.item_id}
     elif isinstance(action, SendToolResult):

@@ -21,6 +21,7 @@ from switchboard.bridge.call.events import (
     StreamStarted,
 )
 
+DTMF_KEYS = frozenset("0123456789*#ABCD")
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
 
@@ -80,7 +81,11 @@ def parse_twilio_message(message: str | bytes) -> TwilioEvent:
                 custom_parameters={str(k): str(v) for k, v in params.items()},
             )
         if event == "dtmf":
-            return CallerPressedKey(str(data["dtmf"]["digit"]))
+            digit = data["dtmf"]["digit"]
+            # One key per message (protocols-addendum A.1); anything else is not a key we know.
+            if not isinstance(digit, str) or len(digit) != 1 or digit not in DTMF_KEYS:
+                raise TwilioProtocolError("bad_dtmf")
+            return CallerPressedKey(digit)
         if event == "stop":
             return CallerHungUp()
         if event == "connected":

@@ -49,4 +49,6 @@ async def call_profile(
         has_credits=tenant.has_credits,
         is_open_now=is_open_now(tenant, now),
         timezone=tenant.business_hours.timezone if tenant.business_hours else None,
+        turn_detection=tenant.turn_detection,
+        keypad=tenant.keypad or {},
     )

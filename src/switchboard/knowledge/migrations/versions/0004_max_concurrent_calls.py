@@ -1,7 +1,7 @@
 """Tenants: `max_concurrent_calls` (optional), enforced across voice servers by the voice tier's state.
 
-Revision ID: 0003_max_concurrent_calls
-Revises: 0002_call_charges
+Revision ID: 0004_max_concurrent_calls
+Revises: 0003_turn_detection_keypad
 Create Date: 2026-12-05
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003_max_concurrent_calls"
-down_revision = "0002_call_charges"
+revision = "0004_max_concurrent_calls"
+down_revision = "0003_turn_detection_keypad"
 branch_labels = None
 depends_on = None
 
