@@ -11,7 +11,7 @@ With `--observability off,on` every voice run is done once per mode (alternating
 process on the load generator's core, not inside it) and the report compares CPU per call and p99.
 
     .venv/bin/python bench/bridge_latency.py [--calls 1,50,200] [--seconds 20] [--relay/--no-relay]
-        [--observability off,on]
+        [--observability off,on] [--dashboards 20]
 """
 
 from __future__ import annotations
@@ -240,6 +240,7 @@ class Stack:
         self.db_url = f"sqlite+aiosqlite:///{workdir}/ai.db"
         self.app_port = free_port()
         self.app_process: subprocess.Popen[bytes] | None = None
+        self.dashboards_process: subprocess.Popen[bytes] | None = None
 
     async def start_ai(self) -> None:
         tenant_file = self.workdir / "bench-tenants.yaml"
@@ -288,10 +289,24 @@ class Stack:
         return subprocess.Popen(["nice", "-n", str(NICE), "taskset", "-c", str(SERVER_CORE), *command], env=env,
                                 stdout=subprocess.DEVNULL, stderr=log)
 
+    def start_dashboards(self, count: int) -> None:
+        """`count` dashboard pages watching live calls on the App server (bench/dashboard_watchers.py, core 0)."""
+        env = base_env(APP_DATABASE_URL=f"sqlite+aiosqlite:///{self.workdir}/app.db")
+        subprocess.run([str(REPO / ".venv/bin/switchboard"), "users", "add", "--operator", "--email", "bench@ops.test"],
+                       input=b"bench-dashboard-password\n", env=env, check=True, stdout=subprocess.DEVNULL, timeout=60)
+        self.dashboards_process = subprocess.Popen(
+            ["nice", "-n", str(NICE), "taskset", "-c", str(LOAD_CORE), sys.executable,
+             str(REPO / "bench/dashboard_watchers.py"), f"http://127.0.0.1:{self.app_port}", "bench@ops.test",
+             "bench-dashboard-password", "--count", str(count)],
+            env=env, stdout=open(self.workdir / "dashboards.log", "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
+        )
+
     def stop(self) -> None:
-        for process in (self.ai_process, self.app_process):
+        for process in (self.dashboards_process, self.ai_process, self.app_process):
             if process is not None:
                 stop_process(process)
+        if self.dashboards_process is not None:
+            print((self.workdir / "dashboards.log").read_text().strip()[-2000:], flush=True)
 
 
 # --------------------------------------------------------------------------- one run
@@ -625,11 +640,13 @@ async def main(args: argparse.Namespace) -> int:
             await stack.start_ai()
             if args.app_server:
                 await stack.start_app()
+                if args.dashboards:
+                    stack.start_dashboards(args.dashboards)
 
             async def run(target: str, calls: int, seconds: float, scn: Scenario, kind: str,
                           obs: str | None = None) -> dict[str, Any]:
                 nonlocal run_id
-                own = [p.pid for p in (stack.ai_process, stack.app_process, sinks and sinks.process) if p is not None]
+                own = [p.pid for p in (stack.ai_process, stack.app_process, stack.dashboards_process, sinks and sinks.process) if p is not None]
                 for attempt in range(2):
                     await wait_for_quiet_machine(own)
                     run_id += 1
@@ -826,6 +843,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--app-server", action=argparse.BooleanOptionalAction, default=True,
                         help="run an App server (core 0) for the voice server's conversation records; without it "
                              "APP_SERVER_URL is empty and nothing is recorded")
+    parser.add_argument("--dashboards", type=int, default=0,
+                        help="this many dashboard pages watch live calls' event streams on the App server "
+                             "(bench/dashboard_watchers.py) for every run")
     parser.add_argument("--obs-rounds", type=int, default=1,
                         help="repeat the --observability modes this many times per call count (alternating); "
                              "the comparison uses the median of each mode")

@@ -1,4 +1,4 @@
-"""The `switchboard` console script: serve, tenants load, call, demo (contract §1).
+"""The `switchboard` console script: serve, tenants load, call, demo, users, keys (contract §1).
 
 Thin: parses arguments and hands off to the service packages.
 """
@@ -41,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("--timeout-s", type=float, default=120.0)
 
     sub.add_parser("demo", help="start everything on embedded defaults and place a simulated call")
+
+    from switchboard.tickets.ui.commands import add_parsers as add_account_parsers
+
+    add_account_parsers(sub)
     return parser
 
 
@@ -71,6 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from switchboard.simulator.command import call_command
 
             return call_command(args)
+        if args.command in {"users", "keys"}:
+            from switchboard.tickets.ui.commands import accounts_command
+
+            return accounts_command(args)
         if args.command == "demo":
             from switchboard.demo import demo_command
 

@@ -112,6 +112,15 @@ class AISettings(_Base):
 
 class AppSettings(_Base):
     app_database_url: str = Field(default="sqlite+aiosqlite:///./var/app.db", alias="APP_DATABASE_URL")
+    # Signs dashboard session cookies; every App server of a deployment must share it (contract §2).
+    session_secret: str = Field(default_factory=_generated_token, min_length=16, alias="SWITCHBOARD_SESSION_SECRET")
+    session_ttl_s: float = Field(default=12 * 3600.0, gt=0, alias="SWITCHBOARD_SESSION_TTL_S")
+    # The model a call's usage is priced as (the voice server's own variable).
+    openai_realtime_model: str = Field(default="gpt-realtime", alias="OPENAI_REALTIME_MODEL")
+    # Opik's own variables: the dashboard links each call to its trace when they say where Opik is.
+    opik_url_override: str | None = Field(default=None, alias="OPIK_URL_OVERRIDE")
+    opik_api_key: str | None = Field(default=None, alias="OPIK_API_KEY")
+    opik_workspace: str | None = Field(default=None, alias="OPIK_WORKSPACE")
 
 
 def load_settings(cls: type[_S], **overrides: object) -> _S:

@@ -385,3 +385,17 @@ async def test_the_spool_is_compacted_to_what_is_pending(tmp_path: Path) -> None
     assert len(spool_lines) <= 40
     assert restarted.delivered_count == 0
     assert len(conversation["messages"]) == 40
+
+
+async def test_an_answer_cut_short_is_stored_as_interrupted(tmp_path: Path) -> None:
+    async with app_server_on_a_socket(tmp_path) as server:
+        outbox = make_outbox(server, tmp_path / "spool")
+        async with running(outbox):
+            open_call(outbox, "CA9")
+            say(outbox, "CA9", 1, "one two three four", role="assistant")
+            outbox.add_message_nowait("CA9", message_id="CA9-m1", role="assistant", text="one two…",
+                                      at=T0 + timedelta(seconds=1), seq=1, interrupted=True)
+            assert await outbox.wait_until_idle(5.0)
+        await outbox.aclose()
+        (message,) = (await read_conversation(server, "CA9"))["messages"]
+        assert (message["text"], message["interrupted"]) == ("one two…", True)

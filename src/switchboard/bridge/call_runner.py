@@ -95,7 +95,8 @@ class ConversationRecorder(Protocol):
 
     def add_message_nowait(self, call_sid: str, *, message_id: str, role: str, text: str, at: datetime, seq: int,
                            name: str | None = None, arguments: dict[str, Any] | None = None,
-                           result: str | None = None, duration_ms: float | None = None) -> None: ...
+                           result: str | None = None, duration_ms: float | None = None,
+                           interrupted: bool = False) -> None: ...
 
     def end_conversation_nowait(self, call_sid: str, *, end_reason: str, ended_at: datetime, duration_s: float,
                                 usage: dict[str, Any], turns: list[Any], summary: str | None = None) -> None: ...
@@ -863,7 +864,7 @@ class LiveCall:
         recorder.add_message_nowait(
             self.context.call_sid, message_id=f"{self.context.call_sid}:{action.message_id}", role=action.role,
             text=action.text, at=self.deps.clock.wall(), seq=action.seq, name=action.name, arguments=arguments,
-            result=action.result, duration_ms=action.duration_ms,
+            result=action.result, duration_ms=action.duration_ms, interrupted=action.interrupted,
         )
 
     # ------------------------------------------------------------------ latency bookkeeping

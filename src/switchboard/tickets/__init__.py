@@ -16,6 +16,17 @@ Decisions beyond docs/internal-api.md (shapes there are kept; these only add):
   a ticket its view (201).
 """
 
-from switchboard.tickets.app import create_app
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["create_app"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so `switchboard users|keys` (tickets.ui.commands) does not import the web stack.
+    if name == "create_app":
+        from switchboard.tickets.app import create_app
+
+        return create_app
+    raise AttributeError(name)

@@ -1,7 +1,8 @@
 """The App server's ASGI app: create_app(settings) wires routes, errors, metrics and the database.
 
 Start-up (the lifespan) creates the SQLite folder when needed and migrates the schema to head.
-Everything under /api needs the service token; probes and /metrics do not.
+Writes under /api need the service token; reads take it or a tenant API key and see that tenant only
+(tickets/ui/scope.py). The dashboard lives under /ui. Probes and /metrics need nothing.
 """
 
 from __future__ import annotations
@@ -11,19 +12,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import structlog
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from switchboard.clock import Clock, SystemClock
 from switchboard.config import AppSettings, ensure_sqlite_folder
 from switchboard.logs import get_logger, register_secret
+from switchboard.pricing import load_price_table
 from switchboard.tickets.context import AppServerContext
 from switchboard.tickets.database import create_engine, create_session_factory, run_migrations
 from switchboard.tickets.errors import install_error_handlers
 from switchboard.tickets.metrics import AppServerMetrics
 from switchboard.tickets.routes import conversations, health, tickets
-from switchboard.tickets.routes.dependencies import require_service_token
+from switchboard.tickets.ui.wiring import install_dashboard
 
 log = get_logger("switchboard.tickets")
 
@@ -77,6 +79,8 @@ def create_app(settings: AppSettings, *, clock: Clock | None = None) -> FastAPI:
         metrics=AppServerMetrics(),
         clock=clock,
         service_token=settings.switchboard_service_token.encode(),
+        prices=load_price_table(),
+        price_model=settings.openai_realtime_model,
     )
 
     @asynccontextmanager
@@ -94,8 +98,9 @@ def create_app(settings: AppSettings, *, clock: Clock | None = None) -> FastAPI:
     app.state.context = context
     install_error_handlers(app)
     app.include_router(health.router)
-    api = [Depends(require_service_token)]
-    app.include_router(conversations.router, dependencies=api)
-    app.include_router(tickets.router, dependencies=api)
+    # Writes need the service token, reads a tenant scope: each route says which (see routes/).
+    app.include_router(conversations.router)
+    app.include_router(tickets.router)
+    install_dashboard(app, settings, engine=engine, sessions=context.sessions, clock=clock)
     app.add_middleware(RequestObservation, metrics=context.metrics, clock=clock)
     return app

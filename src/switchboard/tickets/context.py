@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from switchboard.clock import Clock
+from switchboard.pricing import PriceTable
 from switchboard.tickets.metrics import AppServerMetrics
 
 
@@ -17,3 +18,5 @@ class AppServerContext:
     metrics: AppServerMetrics
     clock: Clock
     service_token: bytes
+    prices: PriceTable | None = None
+    price_model: str = "gpt-realtime"

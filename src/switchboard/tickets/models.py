@@ -10,7 +10,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -46,7 +58,11 @@ class Conversation(Base):
     tenant and caller stay null until the open (PUT) arrives."""
 
     __tablename__ = "conversations"
-    __table_args__ = (UniqueConstraint("call_sid", name="uq_conversations_call_sid"),)
+    __table_args__ = (
+        UniqueConstraint("call_sid", name="uq_conversations_call_sid"),
+        Index("ix_conversations_started", "started_at", "id"),
+        Index("ix_conversations_tenant_started", "tenant", "started_at", "id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     call_sid: Mapped[str] = mapped_column(String(64))
@@ -61,6 +77,10 @@ class Conversation(Base):
     trace_id: Mapped[str | None] = mapped_column(String(200))
     turns: Mapped[list[Any] | None] = mapped_column(JSON)
     summary: Mapped[str | None] = mapped_column(Text)
+    # Figures derived once at the end (tickets/figures.py), so the dashboard can list and filter by them.
+    turn_count: Mapped[int | None] = mapped_column(Integer)
+    median_turn_ms: Mapped[float | None] = mapped_column(Float)
+    cost: Mapped[float | None] = mapped_column(Float)
 
     messages: Mapped[list[Message]] = relationship(
         back_populates="conversation",
@@ -87,6 +107,8 @@ class Message(Base):
     arguments: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     result: Mapped[str | None] = mapped_column(Text)
     duration_ms: Mapped[float | None] = mapped_column(Float)
+    # An assistant answer the caller cut short: `text` is what they heard.
+    interrupted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     conversation: Mapped[Conversation] = relationship(back_populates="messages", lazy="raise")
 

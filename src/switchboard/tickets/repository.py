@@ -7,7 +7,7 @@ unique constraint. Each public method is one transaction.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,7 +16,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard.logs import mask_phone
+from switchboard.pricing import PriceTable
 from switchboard.tickets.errors import MessageConflict
+from switchboard.tickets.figures import call_figures
 from switchboard.tickets.models import Conversation, Message, Ticket
 from switchboard.tickets.schemas import ConversationEnd, ConversationOpen, MessageAdd, TicketCreate
 
@@ -34,8 +36,10 @@ class Stored:
 
 
 class ConversationRepository:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, *, prices: PriceTable | None = None, model: str = "") -> None:
         self._session = session
+        self._prices = prices
+        self._model = model
 
     def _insert(self, table: type[Conversation] | type[Message]) -> postgresql.Insert | sqlite.Insert:
         if self._session.get_bind().dialect.name == "postgresql":
@@ -131,6 +135,8 @@ class ConversationRepository:
                 value = getattr(request, field)
                 if value is not None:
                     setattr(existing, field, value)
+            # The replacement of an answer the caller cut short is marked so; it never un-marks.
+            existing.interrupted = existing.interrupted or request.interrupted
             await self._session.flush()
             return existing, False
 
@@ -150,6 +156,7 @@ class ConversationRepository:
                     usage=request.usage.model_dump(),
                     turns=request.turns,
                     summary=request.summary,
+                    **asdict(call_figures(request.turns, request.usage.model_dump(), self._prices, self._model)),
                 )
             )
             conversation, messages = await self._load(conversation_id)

@@ -49,6 +49,7 @@ class MessageAdd(_Request):
     arguments: dict[str, Any] | None = None
     result: str | None = Field(default=None, max_length=100_000)
     duration_ms: float | None = Field(default=None, ge=0)
+    interrupted: bool = False
 
 
 class Usage(BaseModel):
@@ -91,6 +92,7 @@ class MessageView(BaseModel):
     arguments: dict[str, Any] | None = None
     result: str | None = None
     duration_ms: float | None = None
+    interrupted: bool = False
 
 
 class ConversationView(BaseModel):
@@ -130,7 +132,10 @@ class TicketList(BaseModel):
 
 
 def message_view(row: Message) -> MessageView:
-    view = MessageView(message_id=row.message_id, role=row.role, text=row.text, at=row.at, seq=row.seq)  # type: ignore[arg-type]
+    view = MessageView(
+        message_id=row.message_id, role=row.role, text=row.text, at=row.at, seq=row.seq,  # type: ignore[arg-type]
+        interrupted=bool(row.interrupted),
+    )
     if row.role == "tool":
         view.name, view.arguments, view.result, view.duration_ms = (
             row.name, row.arguments, row.result, row.duration_ms,

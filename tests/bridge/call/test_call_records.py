@@ -31,6 +31,7 @@ def test_assistant_transcript_is_recorded():
 
     [record] = of_type(actions, RecordMessage)
     assert (record.role, record.text, record.message_id) == ("assistant", "Hello, Acme here.", "assistant:item_1")
+    assert not record.interrupted
 
 
 def test_barge_in_replaces_the_assistant_record_with_the_part_that_was_heard():
@@ -47,6 +48,7 @@ def test_barge_in_replaces_the_assistant_record_with_the_part_that_was_heard():
     assert cut.message_id == full.message_id
     assert cut.seq == full.seq
     assert cut.text == "one two three four five…"
+    assert cut.interrupted and not full.interrupted
 
 
 def test_user_transcript_is_recorded_in_turn_order_even_when_it_arrives_late():

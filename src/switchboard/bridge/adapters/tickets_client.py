@@ -411,9 +411,10 @@ class AppServerOutbox:
         arguments: dict[str, Any] | None = None,
         result: str | None = None,
         duration_ms: float | None = None,
+        interrupted: bool = False,
     ) -> None:
         """Queue a message. Queue it again with the same message_id to replace its text
-        (an assistant message cut to what the caller heard)."""
+        (an assistant message cut to what the caller heard, then `interrupted`)."""
         body: dict[str, Any] = {
             "message_id": message_id, "role": role, "text": _valid_text(text), "at": _iso(at), "seq": seq,
         }
@@ -422,6 +423,8 @@ class AppServerOutbox:
             "duration_ms": duration_ms,
         }
         body.update({key: value for key, value in optional.items() if value is not None})
+        if interrupted:
+            body["interrupted"] = True
         self._enqueue(call_sid, "message", body)
 
     def end_conversation_nowait(

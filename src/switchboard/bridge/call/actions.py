@@ -153,6 +153,8 @@ class RecordMessage:
     arguments: str | None = None
     result: str | None = None
     duration_ms: float | None = None
+    interrupted: bool = False
+    """An assistant answer the caller cut short: `text` is what they heard."""
 
 
 @dataclass(frozen=True, slots=True)

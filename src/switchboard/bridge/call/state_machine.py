@@ -1106,7 +1106,8 @@ class CallStateMachine:
         text = item.transcript
         if item.interrupted:
             text = cut_transcript(text, item.heard_ms, item.sent_ms)
-        out.append(RecordMessage(seq=item.seq, role="assistant", text=text, message_id=f"assistant:{item.item_id}"))
+        out.append(RecordMessage(seq=item.seq, role="assistant", text=text, message_id=f"assistant:{item.item_id}",
+                                 interrupted=item.interrupted))
         if text:
             self._remember(item.seq, f"assistant:{item.item_id}", {
                 "type": "message", "role": "assistant", "content": [{"type": "output_text", "text": text}]})
@@ -1116,7 +1117,8 @@ class CallStateMachine:
         return self._phase is CallPhase.ENDED
 
     def _record_heard(self, item: _AssistantItem, text: str, out: list[CallAction]) -> None:
-        out.append(RecordMessage(seq=item.seq, role="assistant", text=text, message_id=f"assistant:{item.item_id}"))
+        out.append(RecordMessage(seq=item.seq, role="assistant", text=text, message_id=f"assistant:{item.item_id}",
+                                 interrupted=True))
         item.recorded = True
         if text:
             self._remember(item.seq, f"assistant:{item.item_id}", {

@@ -9,7 +9,11 @@ from fastapi import APIRouter, Depends, Path, Query, Response, status
 from switchboard.logs import get_logger
 from switchboard.tickets.context import AppServerContext
 from switchboard.tickets.repository import ConversationRepository
-from switchboard.tickets.routes.dependencies import app_context, conversation_repository
+from switchboard.tickets.routes.dependencies import (
+    app_context,
+    conversation_repository,
+    require_service_token,
+)
 from switchboard.tickets.schemas import (
     CallSid,
     ConversationEnd,
@@ -21,27 +25,36 @@ from switchboard.tickets.schemas import (
     conversation_view,
     message_view,
 )
+from switchboard.tickets.ui.scope import TenantScope, api_tenant_scope
 
 log = get_logger("switchboard.tickets")
 router = APIRouter(prefix="/api/conversations", tags=["conversations"])
 
 Repository = Annotated[ConversationRepository, Depends(conversation_repository)]
+Scope = Annotated[TenantScope, Depends(api_tenant_scope)]
+ServiceOnly = [Depends(require_service_token)]
 Context = Annotated[AppServerContext, Depends(app_context)]
 CallSidPath = Annotated[str, Path(min_length=2, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
 
 
 @router.get("")
 async def list_conversations(
-    repository: Repository,
+    scope: Scope,
     call_sid: Annotated[CallSid | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> ConversationList:
-    """Contract §3: the conversation of one call (or the newest ones), messages in order."""
-    rows = await repository.list_conversations(call_sid=call_sid, limit=limit)
-    return ConversationList(conversations=[conversation_view(c, m) for c, m in rows])
+    """Contract §3: the conversation of one call (or the newest ones), messages in order. An API key
+    sees its tenant's only; a viewer's key gets tool messages without arguments and results."""
+    rows = await ConversationRepository(scope.session).list_conversations(call_sid=call_sid, limit=limit)
+    views = [conversation_view(c, m) for c, m in rows]
+    if not scope.principal.sees_tool_details:
+        for view in views:
+            for message in view.messages:
+                message.arguments = message.result = None
+    return ConversationList(conversations=views)
 
 
-@router.put("/{call_sid}")
+@router.put("/{call_sid}", dependencies=ServiceOnly)
 async def open_conversation(
     call_sid: CallSidPath, body: ConversationOpen, repository: Repository, response: Response
 ) -> ConversationView:
@@ -52,7 +65,7 @@ async def open_conversation(
     return conversation_view(stored.conversation, stored.messages)
 
 
-@router.post("/{call_sid}/messages")
+@router.post("/{call_sid}/messages", dependencies=ServiceOnly)
 async def add_message(
     call_sid: CallSidPath, body: MessageAdd, repository: Repository, context: Context, response: Response
 ) -> MessageView:
@@ -67,7 +80,7 @@ async def add_message(
     return message_view(message)
 
 
-@router.post("/{call_sid}/end")
+@router.post("/{call_sid}/end", dependencies=ServiceOnly)
 async def end_conversation(
     call_sid: CallSidPath, body: ConversationEnd, repository: Repository, context: Context
 ) -> ConversationView:

@@ -27,8 +27,9 @@ def require_service_token(request: Request) -> None:
 
 
 async def conversation_repository(request: Request) -> AsyncIterator[ConversationRepository]:
-    async with app_context(request).sessions() as session:
-        yield ConversationRepository(session)
+    context = app_context(request)
+    async with context.sessions() as session:
+        yield ConversationRepository(session, prices=context.prices, model=context.price_model)
 
 
 async def ticket_repository(request: Request) -> AsyncIterator[TicketRepository]:

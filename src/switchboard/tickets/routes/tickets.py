@@ -6,31 +6,38 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, status
 
-from switchboard.logs import get_logger
+from switchboard.logs import get_logger, mask_phone
 from switchboard.tickets.context import AppServerContext
 from switchboard.tickets.repository import TicketRepository
-from switchboard.tickets.routes.dependencies import app_context, ticket_repository
+from switchboard.tickets.routes.dependencies import app_context, require_service_token, ticket_repository
 from switchboard.tickets.schemas import CallSid, TicketCreate, TicketList, TicketView, ticket_view
+from switchboard.tickets.ui.scope import TenantScope, api_tenant_scope
 
 log = get_logger("switchboard.tickets")
 router = APIRouter(prefix="/api/tickets", tags=["tickets"])
 
 Repository = Annotated[TicketRepository, Depends(ticket_repository)]
 Context = Annotated[AppServerContext, Depends(app_context)]
+Scope = Annotated[TenantScope, Depends(api_tenant_scope)]
 
 
 @router.get("")
 async def list_tickets(
-    repository: Repository,
+    scope: Scope,
     call_sid: Annotated[CallSid | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> TicketList:
-    """Contract §3: the tickets of one call (or the newest ones), newest first."""
-    rows = await repository.list_tickets(call_sid=call_sid, limit=limit)
-    return TicketList(tickets=[ticket_view(t) for t in rows])
+    """Contract §3: the tickets of one call (or the newest ones), newest first. An API key sees its
+    tenant's only; a viewer's key gets the phone number masked."""
+    rows = await TicketRepository(scope.session).list_tickets(call_sid=call_sid, limit=limit)
+    views = [ticket_view(t) for t in rows]
+    if not scope.principal.sees_full_numbers:
+        for view in views:
+            view.phone_number = mask_phone(view.phone_number)
+    return TicketList(tickets=views)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, dependencies=[Depends(require_service_token)])
 async def create_ticket(body: TicketCreate, repository: Repository, context: Context) -> TicketView:
     """Create an open ticket; the phone number is kept in full (a callback needs it)."""
     ticket = await repository.create_ticket(body, created_at=context.clock.wall())

@@ -1,0 +1,1 @@
+"""Dashboard routes: pages, the live stream, administration."""
