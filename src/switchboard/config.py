@@ -14,6 +14,8 @@ from typing import Literal, TypeVar
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from switchboard.openai_models import DEFAULT_REALTIME_MODEL, DEFAULT_TRANSCRIPTION_MODEL
+
 
 class SettingsError(Exception):
     """A setting is missing or malformed; the message names it."""
@@ -40,7 +42,7 @@ class VoiceSettings(_Base):
     openai_api_key: str | None = Field(default=None, alias="OPENAI_API_KEY")
     switchboard_engine_url: str = Field(default="ws://127.0.0.1:8083/v1/realtime", alias="SWITCHBOARD_ENGINE_URL")
     openai_realtime_url: str = Field(default="wss://api.openai.com/v1/realtime", alias="OPENAI_REALTIME_URL")
-    openai_realtime_model: str = Field(default="gpt-realtime", alias="OPENAI_REALTIME_MODEL")
+    openai_realtime_model: str = Field(default=DEFAULT_REALTIME_MODEL, alias="OPENAI_REALTIME_MODEL")
     twilio_account_sid: str | None = Field(default=None, alias="TWILIO_ACCOUNT_SID")
     twilio_auth_token: str | None = Field(default=None, alias="TWILIO_AUTH_TOKEN")
     twilio_api_base_url: str = Field(default="https://api.twilio.com", alias="TWILIO_API_BASE_URL")
@@ -75,6 +77,9 @@ class VoiceSettings(_Base):
     transcription_timeout_s: float = Field(default=20.0, gt=0, alias="SWITCHBOARD_TRANSCRIPTION_TIMEOUT_S")
     model_reconnect_window_s: float = Field(default=5.0, ge=0, alias="SWITCHBOARD_MODEL_RECONNECT_WINDOW_S")
     model_session_max_s: float = Field(default=3300.0, gt=0, alias="SWITCHBOARD_MODEL_SESSION_MAX_S")
+    # The Realtime session's own input transcription, for tenants with `transcriber: openai`.
+    transcription_model: str = Field(default=DEFAULT_TRANSCRIPTION_MODEL, min_length=1,
+                                     alias="SWITCHBOARD_TRANSCRIPTION_MODEL")
     # Scale-out (contract §2, §7): shared state, this replica's name, how long a stream URL is valid.
     switchboard_state_url: str | None = Field(default=None, alias="SWITCHBOARD_STATE_URL")
     instance_id: str = Field(default_factory=socket.gethostname, alias="SWITCHBOARD_INSTANCE_ID")

@@ -184,7 +184,7 @@ async def test_transcriber_openai_uses_the_sessions_own_input_transcription(tmp_
     async with voice_stack(tmp_path, tenant_yaml=tenant) as stack, stack.caller() as caller:
         session = await _answered(stack, caller)
         update = await session.wait_for_event("session.update", timeout_s=5)
-        assert update["session"]["audio"]["input"]["transcription"] == {"model": "gpt-4o-mini-transcribe"}
+        assert update["session"]["audio"]["input"]["transcription"] == {"model": "gpt-transcribe"}
         await session.speech_started()
         await session.speech_stopped(transcript="where is my order")
         # The record opens once the stream is here (a pre-opened call records nothing before): poll for it.

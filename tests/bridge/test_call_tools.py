@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from switchboard.bridge.sounds import thinking_sound_payloads
 from switchboard.fakes.realtime_server import function_call, stream_audio
-from tests.bridge.harness import TENANT_YAML, serve_on_loopback, voice_stack
+from tests.bridge.harness import TENANT_YAML, serve_on_loopback, voice_stack, wait_until
 
 CALLER = "+15557654321"
 
@@ -215,6 +215,8 @@ async def test_app_server_outage_mid_call_loses_no_message(tmp_path: Path) -> No
             "conversation.item.create", timeout_s=5, predicate=lambda e: e["item"]["type"] == "function_call_output")
         assert json.loads(output["item"]["output"])["ok"] is False  # the ticket could not be created: said so
         await session.wait_for_event("response.create", after_index=session.received.index(output), timeout_s=5)
+        # The follow-up (the third response: greeting, tool call, answer) is done and has played at the caller.
+        await wait_until(lambda: len(session.responses) >= 3 and session.responses[2].is_done, timeout_s=10)
         await caller.wait_for(lambda: not caller.has_unplayed_audio and len(caller.marks_echoed) > 3, timeout_s=10)
         # Caller audio never waited for the outbox.
         frame = base64.b64encode(bytes([0x33]) * 160).decode()

@@ -28,7 +28,7 @@ SESSION = {
     "type": "realtime", "instructions": "You answer calls for Acme Outdoor.", "output_modalities": ["audio"],
     "audio": {
         "input": {"format": {"type": "audio/pcmu"}, "noise_reduction": {"type": "near_field"},
-                  "transcription": {"model": "whisper-1", "language": "en"},
+                  "transcription": {"model": "gpt-transcribe", "language": "en"},
                   "turn_detection": {"type": "server_vad", "threshold": 0.9, "prefix_padding_ms": 300,
                                      "silence_duration_ms": 500, "create_response": True,
                                      "interrupt_response": True}},
@@ -74,7 +74,7 @@ class RealtimeClient:
 async def realtime(engine: Engine, validate: Callable[[dict[str, Any]], None]) -> AsyncIterator[RealtimeClient]:
     async with serve_engine(engine, "127.0.0.1", 0) as server:
         port = next(iter(server.sockets)).getsockname()[1]
-        async with connect(f"ws://127.0.0.1:{port}/v1/realtime?model=gpt-realtime", max_size=None) as conn:
+        async with connect(f"ws://127.0.0.1:{port}/v1/realtime?model=gpt-realtime-2.1", max_size=None) as conn:
             client = RealtimeClient(conn, validate)
             assert (await client.until("session.created"))[0]["session"]["type"] == "realtime"
             await client.send({"type": "session.update", "session": SESSION})

@@ -194,3 +194,15 @@ def test_manual_commit_needs_100_ms() -> None:
     assert types(session.handle({"type": "input_audio_buffer.commit"})) == [
         "input_audio_buffer.committed", "conversation.item.added", "conversation.item.done"]
     assert types(session.handle({"type": "input_audio_buffer.clear"})) == ["input_audio_buffer.cleared"]
+
+
+def test_the_current_model_names_are_accepted() -> None:
+    from switchboard.openai_models import DEFAULT_REALTIME_MODEL, DEFAULT_TRANSCRIPTION_MODEL
+
+    session = new_session()
+    [updated] = sent(session.handle({"type": "session.update", "session": {
+        "type": "realtime", "model": DEFAULT_REALTIME_MODEL,
+        "audio": {"input": {"format": {"type": "audio/pcmu"},
+                            "transcription": {"model": DEFAULT_TRANSCRIPTION_MODEL, "language": "en"}}}}}))
+    assert updated["type"] == "session.updated"
+    assert updated["session"]["audio"]["input"]["transcription"]["model"] == DEFAULT_TRANSCRIPTION_MODEL

@@ -258,3 +258,37 @@ async def test_turn_latency_and_two_channel_recording(peer: tuple[StreamPeer, Se
     with wave.open(str(path), "rb") as wav:
         assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (2, 2, 8000)
         assert wav.getnframes() == len(caller.caller_track) == len(caller.agent_track)
+
+
+async def test_playback_is_continuous_and_a_clear_stops_it_exactly_where_it_was(
+    peer: tuple[StreamPeer, Server],
+) -> None:
+    stream_peer, server = peer
+    async with make_caller(server) as caller:
+        await caller.place_call(to="+15551230001", from_="+15557654321")
+        await caller.connect_stream()
+        await stream_peer.wait_for("start")
+        connection = stream_peer.connections[0]
+        first, second = mulaw_tone(300, frequency_hz=500), mulaw_tone(300, frequency_hz=900)
+        loop = asyncio.get_running_loop()
+        sent_at = loop.time()
+        await media(connection, caller.stream_sid, first)
+        await mark(connection, caller.stream_sid, "after-first")
+        await media(connection, caller.stream_sid, second)
+        await caller.wait_for(lambda: "after-first" in caller.marks_echoed, timeout_s=2.0)
+        # Echoed when its audio has played (300 ms after it started), not on a 20 ms frame tick.
+        assert 0.29 <= loop.time() - sent_at < 0.45
+        await caller.wait_for(lambda: caller.played_ms >= 400, timeout_s=2.0)
+
+        await connection.send(json.dumps({"event": "clear", "streamSid": caller.stream_sid}))
+        await caller.wait_for(lambda: caller.clears == 1, timeout_s=2.0)
+
+        [at_clear] = caller.played_ms_at_clears
+        first_payload = base64.b64encode(first).decode()
+        second_payload = base64.b64encode(second).decode()
+        assert caller.heard_ms_of([first_payload]) == 300
+        assert 0 < caller.heard_ms_of([second_payload]) < 300
+        assert at_clear == 300 + caller.heard_ms_of([second_payload])
+        await asyncio.sleep(0.1)
+        assert caller.played_ms == at_clear and len(caller.heard_mulaw) == at_clear * 8
+        await caller.hang_up()

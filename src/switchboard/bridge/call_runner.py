@@ -83,6 +83,7 @@ from switchboard.clock import Clock, TimerHandle
 from switchboard.config import VoiceSettings
 from switchboard.errors import CallEnded, CallerGone, SwitchboardError, TenantNotFound, UpstreamError
 from switchboard.logs import bind_call_context, get_logger, mask_phone, start_call_context
+from switchboard.openai_models import DEFAULT_REALTIME_MODEL
 
 log = get_logger("switchboard.call")
 
@@ -148,7 +149,7 @@ class CallDependencies:
     observer_factory: ObserverFactory = NullObserver
     http: Any = None  # a shared httpx.AsyncClient for vendor HTTP APIs (transcription)
     price_table: Any = None  # switchboard.pricing.PriceTable
-    model_name: tuple[str, str] = ("openai", "gpt-realtime")  # (vendor, model) as the price table names them
+    model_name: tuple[str, str] = ("openai", DEFAULT_REALTIME_MODEL)  # (vendor, model) as the price table names them
     coordinator: Any = None  # a CallCoordinator (bridge/scale_out.py): one end and one charge per call
 
 
@@ -530,7 +531,7 @@ class LiveCall:
             external_tts=external_tts,
             transcribe_caller_audio=self.transcriber is not None,
             # `transcriber: openai` asks the Realtime session for its own input transcription.
-            transcription_model="gpt-4o-mini-transcribe" if profile.transcriber == "openai" else None,
+            transcription_model=s.transcription_model if profile.transcriber == "openai" else None,
             instructions=profile.instructions,
             greeting=profile.greeting,
             voice=str(voice.get("name") or "marin"),

@@ -10,13 +10,21 @@ from switchboard.bridge.observability import NullObserver, ObserverFactory
 from switchboard.clock import Clock, SystemClock
 from switchboard.config import VoiceSettings
 from switchboard.logs import get_logger
+from switchboard.openai_models import warn_about_deprecated_models
 from switchboard.pricing import load_price_table
 
 log = get_logger("switchboard.voice")
 
 
 def build_voice_dependencies(settings: VoiceSettings) -> dict[str, Any]:
-    """Keyword arguments for `bridge.app.create_app` beyond settings (production wiring)."""
+    """Keyword arguments for `bridge.app.create_app` beyond settings (production wiring).
+
+    Also warns, once, about configured OpenAI models the pinned SDK marks deprecated.
+    """
+    warn_about_deprecated_models({
+        "OPENAI_REALTIME_MODEL": settings.openai_realtime_model,
+        "SWITCHBOARD_TRANSCRIPTION_MODEL": settings.transcription_model,
+    })
     return {"observer_factory": build_observer_factory(settings)}
 
 

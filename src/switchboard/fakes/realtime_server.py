@@ -37,6 +37,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from switchboard.openai_models import DEFAULT_REALTIME_MODEL
 from switchboard.simulator.speech import (
     MULAW_BYTES_PER_MS,
     mulaw_to_pcm16,
@@ -818,7 +819,8 @@ class FakeRealtimeSession:
         chunks: list[bytes] = []
         ordinal = len(self.responses)
         total_ms = reply.duration_ms
-        for index, start_ms in enumerate(range(0, total_ms, chunk_ms)):
+        # Counted over the whole response, so the deltas of its second item differ from its first's.
+        for index, start_ms in enumerate(range(0, total_ms, chunk_ms), start=len(response.audio_deltas)):
             length_ms = min(chunk_ms, total_ms - start_ms)
             if reply.mulaw is not None:
                 chunks.append(audio[start_ms * bytes_per_ms : (start_ms + length_ms) * bytes_per_ms])
@@ -1245,7 +1247,7 @@ class FakeRealtimeServer:
     async def _handle(self, connection: ServerConnection) -> None:
         assert connection.request is not None
         query = parse_qs(urlsplit(connection.request.path).query)
-        model = query.get("model", ["gpt-realtime"])[0]
+        model = query.get("model", [DEFAULT_REALTIME_MODEL])[0]
         session = FakeRealtimeSession(self, connection, len(self.sessions), model)
         self.sessions.append(session)
         async with self._sessions_changed:

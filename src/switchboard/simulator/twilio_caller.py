@@ -2,9 +2,11 @@
 
 `TwilioCaller` does what Twilio does (protocols.md §2): it posts the incoming-call webhook signed with
 `X-Twilio-Signature`, reads the TwiML, opens the `<Stream>` WebSocket with a signed upgrade, sends
-`connected`, `start` and a `media` frame every 20 ms of stream time, and "plays" the server's audio at
-real time, echoing each `mark` only once the audio sent before it has played and honouring `clear`.
-Time comes from the running event loop (`loop.time()`), so a virtual-time loop drives it too.
+`connected`, `start` and a `media` frame every 20 ms of stream time, and plays the server's audio at
+real time: continuously while any is queued (a chunk that arrives with the buffer empty starts at once),
+each `mark` echoed the moment the audio sent before it has played (not on a 20 ms frame grid), and `clear`
+dropping what is queued and echoing every pending mark at once. Time comes from the running event loop
+(`loop.time()`), so a virtual-time loop drives it too.
 
     async with TwilioCaller("http://127.0.0.1:8080", auth_token=token) as caller:
         answer = await caller.place_call(to="+15551230001", from_="+15557654321")
@@ -106,6 +108,15 @@ class AgentTurn:
         return self.played_mulaw_bytes / 8
 
 
+@dataclass(slots=True)
+class _MediaSpan:
+    """Where one received `media` sits in the playback stream, in bytes; a `clear` cuts `end` short."""
+
+    start: int
+    end: int
+    payload: str
+
+
 def _new_sid(prefix: str) -> str:
     return prefix + secrets.token_hex(16)
 
@@ -140,8 +151,10 @@ class TwilioCaller:
     the TwiML names, but signed over the TwiML's URL exactly, as Twilio signs what it dialled.
 
     Records: `received` (every server message with its arrival time), `heard_mulaw` (agent audio actually
-    played), `marks_echoed` (names, in echo order), `clears` (count), `turns` (per-turn latency),
-    `protocol_errors` (server messages Twilio would reject), `sent` (every message we sent).
+    played, brought up to date at each frame tick, mark echo and clear; `played_ms` is exact at any moment),
+    `marks_echoed` (names, in echo order), `clears` (count), `played_ms_at_clears` (playback position when
+    each `clear` arrived), `turns` (per-turn latency), `protocol_errors` (server messages Twilio would
+    reject), `sent` (every message we sent); `heard_ms_of(payloads)` says how much of given `media` played.
     Use it as `async with`, which hangs up and ends its tasks on exit.
     """
 
@@ -166,6 +179,8 @@ class TwilioCaller:
         """What the caller heard, aligned with `caller_track` (silence where nothing played)."""
         self.marks_echoed: list[str] = []
         self.clears = 0
+        self.played_ms_at_clears: list[float] = []
+        self._media_spans: list[_MediaSpan] = []  # every media received, in stream order
         self.turns: list[AgentTurn] = []
         self.protocol_errors: list[str] = []
         self.close_code: int | None = None
@@ -178,10 +193,15 @@ class TwilioCaller:
         self._utterance_had_speech = False
         self._last_speech_frame_at_s: float | None = None
         self._since_last_speech: AgentTurn | None = None
-        self._playback = bytearray()
-        self._played_total = 0
-        self._queued_total = 0
+        self._playback = bytearray()  # received and not yet moved to heard_mulaw
+        self._played_total = 0  # bytes moved to heard_mulaw
+        self._queued_total = 0  # bytes received (what a clear dropped excepted)
+        # Playback runs continuously from byte `_clock_bytes` at loop time `_clock_at` while audio is queued.
+        self._clock_bytes = 0
+        self._clock_at = 0.0
+        self._track_backlog = bytearray()  # played, not yet laid on the 20 ms grid of agent_track
         self._pending_marks: list[tuple[int, str]] = []
+        self._marks_changed = asyncio.Event()
         self._changed = asyncio.Condition()
         self._stream_closed = asyncio.Event()
         self._send_lock = asyncio.Lock()
@@ -291,7 +311,19 @@ class TwilioCaller:
 
     @property
     def has_unplayed_audio(self) -> bool:
-        return bool(self._playback)
+        return self._position(asyncio.get_running_loop().time()) < self._queued_total
+
+    @property
+    def played_ms(self) -> float:
+        """Agent audio played so far, exactly (not rounded to frames), in ms."""
+        return self._position(asyncio.get_running_loop().time()) / 8
+
+    def heard_ms_of(self, payloads: list[str]) -> float:
+        """How much of the `media` messages carrying these payloads has played so far, in ms."""
+        wanted = set(payloads)
+        position = self._position(asyncio.get_running_loop().time())
+        return sum(max(0.0, min(span.end, position) - span.start) for span in self._media_spans
+                   if span.payload in wanted) / 8
 
     @property
     def stream_ms(self) -> int:
@@ -398,7 +430,7 @@ class TwilioCaller:
             if self.is_stream_closed:
                 return True
             last_media = next((r.at_s for r in reversed(self.received) if r.event == "media"), None)
-            return not self._playback and (last_media is None or loop.time() - last_media >= quiet_s)
+            return not self.has_unplayed_audio and (last_media is None or loop.time() - last_media >= quiet_s)
 
         await self.wait_for(is_quiet, timeout_s)
 
@@ -448,8 +480,10 @@ class TwilioCaller:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._read_server(stream), name="twilio-caller-reader")
                 tasks.create_task(self._pump_frames(), name="twilio-caller-frames")
+                tasks.create_task(self._echo_due_marks(), name="twilio-caller-marks")
         finally:
             self._stream_closed.set()
+            self._marks_changed.set()
             await self._notify()
 
     async def _read_server(self, stream: ClientConnection) -> None:
@@ -461,6 +495,7 @@ class TwilioCaller:
         finally:
             self.close_code = stream.close_code
             self._stream_closed.set()
+            self._marks_changed.set()
             await self._notify()
 
     async def _pump_frames(self) -> None:
@@ -506,20 +541,54 @@ class TwilioCaller:
             self._utterance_had_speech = False
         return frame
 
-    async def _play_frame(self) -> None:
-        # Twilio plays buffered outbound audio in order, at 8 bytes per ms.
-        played = bytes(self._playback[:FRAME_BYTES])
-        del self._playback[:FRAME_BYTES]
-        self._played_total += len(played)
+    def _position(self, now_s: float) -> float:
+        """Bytes played by `now_s`: continuous at 8 bytes per ms from the clock, never past what was received."""
+        if self._clock_bytes >= self._queued_total:
+            return float(self._queued_total)
+        return min(float(self._queued_total), self._clock_bytes + max(0.0, now_s - self._clock_at) * 8000.0)
+
+    def _catch_up(self, now_s: float) -> None:
+        """Move what has played by `now_s` from the buffer to `heard_mulaw` (and the turn's count)."""
+        played_to = int(self._position(now_s))
+        count = played_to - self._played_total
+        if count <= 0:
+            return
+        played = bytes(self._playback[:count])
+        del self._playback[:count]
+        self._played_total = played_to
         self.heard_mulaw.extend(played)
-        self.agent_track.extend(played.ljust(FRAME_BYTES, bytes([MULAW_SILENCE])))
-        if played:
-            for turn in self._current_turns():
-                turn.played_mulaw_bytes += len(played)
-        # A mark is echoed only once all audio sent before it has played.
-        while self._pending_marks and self._pending_marks[0][0] <= self._played_total:
-            _, name = self._pending_marks.pop(0)
-            await self._echo_mark(name)
+        self._track_backlog.extend(played)
+        for turn in self._current_turns():
+            turn.played_mulaw_bytes += len(played)
+
+    async def _play_frame(self) -> None:
+        # One 20 ms frame of the recording: what played since the last frame (it stays aligned with the
+        # caller's track; audio that played between two ticks lands in the next frame).
+        self._catch_up(asyncio.get_running_loop().time())
+        frame = bytes(self._track_backlog[:FRAME_BYTES])
+        del self._track_backlog[:FRAME_BYTES]
+        self.agent_track.extend(frame.ljust(FRAME_BYTES, bytes([MULAW_SILENCE])))
+
+    async def _echo_due_marks(self) -> None:
+        """Echo each mark the moment playback reaches it (Twilio: once the audio sent before it has played)."""
+        loop = asyncio.get_running_loop()
+        while not self._stream_closed.is_set():
+            self._marks_changed.clear()
+            if self._pending_marks:
+                offset = self._pending_marks[0][0]
+                due_at = self._clock_at + (offset - self._clock_bytes) / 8000.0
+                if loop.time() >= due_at:
+                    self._catch_up(loop.time())
+                    _, name = self._pending_marks.pop(0)
+                    await self._echo_mark(name)
+                    await self._notify()
+                    continue
+                wait_s: float | None = due_at - loop.time()
+            else:
+                wait_s = None  # bounded: the stream's end sets the event too
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_s):
+                    await self._marks_changed.wait()
 
     def _current_turns(self) -> list[AgentTurn]:
         """The turn agent audio counts for: the utterance still trailing off, else the last one."""
@@ -578,6 +647,13 @@ class TwilioCaller:
         event = message["event"]
         if event == "media":
             audio = base64.b64decode(message["media"]["payload"])
+            self._catch_up(now_s)
+            if self._position(now_s) >= self._queued_total:
+                # The buffer had run dry: playback starts again now, with this chunk.
+                self._clock_bytes = self._queued_total
+                self._clock_at = now_s
+            self._media_spans.append(_MediaSpan(self._queued_total, self._queued_total + len(audio),
+                                                message["media"]["payload"]))
             self._playback.extend(audio)
             self._queued_total += len(audio)
             for turn in self._current_turns():
@@ -586,15 +662,23 @@ class TwilioCaller:
                 turn.received_mulaw_bytes += len(audio)
         elif event == "mark":
             name = message["mark"]["name"]
-            if self._queued_total <= self._played_total:
+            if self._position(now_s) >= self._queued_total:
+                self._catch_up(now_s)
                 await self._echo_mark(name)
             else:
                 self._pending_marks.append((self._queued_total, name))
+                self._marks_changed.set()
         else:
             # `clear` empties the buffer and echoes every pending mark at once.
+            self._catch_up(now_s)
             self.clears += 1
+            self.played_ms_at_clears.append(self._played_total / 8)
             self._playback.clear()
             self._queued_total = self._played_total
+            self._clock_bytes = self._played_total
+            for span in self._media_spans:
+                span.end = max(span.start, min(span.end, self._played_total))
             pending, self._pending_marks = self._pending_marks, []
+            self._marks_changed.set()
             for _, name in pending:
                 await self._echo_mark(name)

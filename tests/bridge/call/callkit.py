@@ -85,3 +85,76 @@ def echo(call: CallStateMachine, marks: list[SendPlaybackMark], now: float) -> l
 
 def payloads(actions: list[CallAction]) -> list[str]:
     return [a.payload for a in actions if isinstance(a, PlayToCaller)]
+
+
+class PlayingTwilio:
+    """Twilio's side of the stream, in the core's time: plays what it is sent at real time, without gaps
+    while audio is queued, echoes a mark the moment the audio before it has played, and on `clear` drops
+    what is queued and echoes every pending mark at once. Drive it with `run_until`.
+    """
+
+    def __init__(self, call: CallStateMachine) -> None:
+        self.call = call
+        self.queued_ms = 0.0  # stream ms received
+        self.played_ms = 0.0  # stream ms played, as of `at`
+        self.at = 0.0
+        self.pending: list[tuple[float, str]] = []  # (stream ms, mark name)
+        self.media: list[tuple[float, float, str]] = []  # (stream start ms, stream end ms, payload)
+        self.actions: list[CallAction] = []
+
+    def _advance(self, now: float) -> None:
+        if self.played_ms < self.queued_ms:
+            self.played_ms = min(self.queued_ms, self.played_ms + (now - self.at) * 1000.0)
+        self.at = now
+
+    def perform(self, actions: list[CallAction], now: float) -> list[CallAction]:
+        """Apply the core's actions (what reached Twilio at `now`); returns them, for the test to read."""
+        from switchboard.bridge.call.actions import ClearCallerPlayback
+
+        self._advance(now)
+        self.actions += actions
+        for action in actions:
+            if isinstance(action, PlayToCaller):
+                length_ms = len(base64.b64decode(action.payload)) / 8
+                self.media.append((self.queued_ms, self.queued_ms + length_ms, action.payload))
+                self.queued_ms += length_ms
+            elif isinstance(action, SendPlaybackMark):
+                self.pending.append((self.queued_ms, action.name))
+            elif isinstance(action, ClearCallerPlayback):
+                self.media = [(s, min(e, self.played_ms), p) for s, e, p in self.media if s < self.played_ms]
+                self.queued_ms = self.played_ms
+                pending, self.pending = self.pending, []
+                for _, name in pending:  # echoed although not played: the core must ignore them
+                    self.perform(self.call.handle(PlaybackMarked(name=name), now=now), now)
+        return actions
+
+    def next_echo_at(self) -> float | None:
+        if not self.pending:
+            return None
+        return self.at + max(0.0, self.pending[0][0] - self.played_ms) / 1000.0
+
+    def run_until(self, until: float) -> None:
+        """Fire the core's deadlines and the mark echoes, in time order, up to `until`."""
+        from switchboard.bridge.call.events import DeadlineReached
+
+        for _ in range(100_000):
+            deadline = self.call.next_deadline()
+            echo_at = self.next_echo_at()
+            candidates = [t for t in (deadline, echo_at) if t is not None and t <= until]
+            if not candidates:
+                break
+            now = max(min(candidates), self.at)
+            self._advance(now)
+            if echo_at is not None and now >= echo_at:
+                _, name = self.pending.pop(0)
+                self.perform(self.call.handle(PlaybackMarked(name=name), now=now), now)
+            else:
+                self.perform(self.call.handle(DeadlineReached(), now=now), now)
+        else:
+            raise AssertionError("the core keeps asking for deadlines without time moving on")
+        self._advance(until)
+
+    def heard_ms_of(self, payloads: list[str]) -> float:
+        """What of these payloads has played so far."""
+        wanted = set(payloads)
+        return sum(max(0.0, min(e, self.played_ms) - s) for s, e, p in self.media if p in wanted)

@@ -84,17 +84,18 @@ def test_barge_in_stops_the_tts_and_replaces_the_item_with_what_was_heard() -> N
     [m1] = of_type(call.handle(SpeechAudio("resp_1", mulaw_b64(400), chars[:8], starts[:8]), now=1.1),
                    SendPlaybackMark)
     call.handle(SpeechAudio("resp_1", mulaw_b64(550), chars[8:], tuple(s - 400 for s in starts[8:])), now=1.2)
-    call.handle(PlaybackMarked(m1.name), now=1.5)  # 400 ms heard: "One two " (chars starting before 400 ms)
+    call.handle(PlaybackMarked(m1.name), now=1.5)  # 400 ms heard, and playback goes on from there
 
-    actions = call.handle(CallerStartedSpeaking(), now=1.6)
+    # 425 ms heard: "One two t" (the characters that started before 425 ms).
+    actions = call.handle(CallerStartedSpeaking(), now=1.525)
 
     assert actions[:3] == [ClearCallerPlayback(), CancelModelResponse("resp_1"), StopSpeech("resp_1")]
     assert of_type(actions, TruncateModelAudio) == []
     assert of_type(actions, DeleteModelItem) == [DeleteModelItem("item_1")]
     [replacement] = of_type(actions, AddConversationItem)
-    assert replacement.item["content"][0]["text"] == "One two"
+    assert replacement.item["content"][0]["text"] == "One two t"
     [record] = of_type(actions, RecordMessage)
-    assert record.text == "One two"
+    assert record.text == "One two t"
     # Nothing more of the interrupted answer reaches the caller.
     assert of_type(call.handle(SpeechAudio("resp_1", mulaw_b64(100)), now=1.7), PlayToCaller) == []
     late = call.handle(AssistantTranscriptDone("resp_1", "item_1", "One two three four."), now=1.8)

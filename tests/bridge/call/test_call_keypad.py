@@ -53,8 +53,9 @@ def test_a_key_press_interrupts_exactly_as_speech_does_in_the_same_tick():
     by_key = keyed.handle(CallerPressedKey("4"), now=10.7)
     by_speech = spoken.handle(CallerStartedSpeaking(), now=10.7)
 
+    # 600 ms echoed at 10.6, and Twilio played on for 100 ms since: 700 ms heard.
     expected = [ClearCallerPlayback(), CancelModelResponse(response_id="resp_1"),
-                TruncateModelAudio(item_id="item_1", audio_end_ms=600)]
+                TruncateModelAudio(item_id="item_1", audio_end_ms=700)]
     assert by_speech == expected
     assert by_key[:3] == expected
     assert by_key[3:] == [DiscardCallerInput()]  # the key's tone, if Twilio put it in the audio, is no turn

@@ -105,16 +105,16 @@ def test_is_model_speaking_follows_the_response():
     assert not call.is_model_speaking
 
 
-def test_barge_in_clears_cancels_and_truncates_at_the_last_echoed_mark():
+def test_barge_in_clears_cancels_and_truncates_where_playback_is_the_last_echo_plus_the_time_since():
     call = answered_call(**NO_PACING)
     _, marks = speak(call, response_id="resp_1", item_id="item_1", chunks_ms=[100] * 20, now=10.0)
     assert marks[-1].audio_end_ms == 2000  # 2000 ms sent
-    echo(call, marks[:6], now=10.6)  # played up to 600 ms
+    echo(call, marks[:6], now=10.6)  # played up to 600 ms at 10.6; Twilio plays on while audio is queued
 
-    assert call.handle(CallerStartedSpeaking(item_id="item_u1", audio_start_ms=4200), now=10.7) == [
+    assert call.handle(CallerStartedSpeaking(item_id="item_u1", audio_start_ms=4200), now=10.73) == [
         ClearCallerPlayback(),
         CancelModelResponse(response_id="resp_1"),
-        TruncateModelAudio(item_id="item_1", audio_end_ms=600),
+        TruncateModelAudio(item_id="item_1", audio_end_ms=730),
     ]
     assert call.stats().barge_ins == 1
     assert not call.has_unplayed_audio
@@ -125,9 +125,9 @@ def test_a_later_echoed_mark_proves_the_earlier_ones_played():
     _, marks = speak(call, response_id="resp_1", item_id="item_1", chunks_ms=[100] * 10, now=10.0)
     call.handle(PlaybackMarked(name=marks[6].name), now=10.7)  # Twilio plays in order
 
-    actions = call.handle(CallerStartedSpeaking(), now=10.75)
+    actions = call.handle(CallerStartedSpeaking(), now=10.76)
 
-    assert TruncateModelAudio(item_id="item_1", audio_end_ms=700) in actions
+    assert TruncateModelAudio(item_id="item_1", audio_end_ms=760) in actions
 
 
 def test_barge_in_after_the_response_is_done_truncates_without_cancelling():
@@ -136,9 +136,9 @@ def test_barge_in_after_the_response_is_done_truncates_without_cancelling():
     call.handle(ModelResponseDone(response_id="resp_1", status="completed"), now=10.1)
     echo(call, marks[:6], now=10.6)
 
-    assert call.handle(CallerStartedSpeaking(), now=10.7) == [
+    assert call.handle(CallerStartedSpeaking(), now=10.71) == [
         ClearCallerPlayback(),
-        TruncateModelAudio(item_id="item_1", audio_end_ms=600),
+        TruncateModelAudio(item_id="item_1", audio_end_ms=710),
     ]
 
 
@@ -146,7 +146,8 @@ def test_barge_in_deletes_an_item_the_caller_never_heard():
     call = answered_call(**NO_PACING)
     speak(call, response_id="resp_1", item_id="item_1", chunks_ms=[100] * 5, now=10.0)
 
-    assert call.handle(CallerStartedSpeaking(), now=10.05) == [
+    # In the same tick the audio went out: Twilio has not played any of it.
+    assert call.handle(CallerStartedSpeaking(), now=10.0) == [
         ClearCallerPlayback(),
         CancelModelResponse(response_id="resp_1"),
         DeleteModelItem(item_id="item_1"),
@@ -169,16 +170,19 @@ def test_barge_in_with_nothing_playing_only_clears():
     assert call.stats().barge_ins == 0
 
 
-def test_truncation_never_exceeds_what_was_sent_while_pacing_holds_audio_back():
+def test_truncation_never_exceeds_what_was_sent_when_playback_ran_dry():
     call = answered_call(playback_lead_ms=300.0)
     _, marks = speak(call, response_id="resp_1", item_id="item_1", chunks_ms=[100] * 10, now=10.0)
     sent_ms = marks[-1].audio_end_ms
     assert sent_ms < 1000  # the rest is still queued here
-    echo(call, marks, now=10.0 + sent_ms / 1000)  # all that was sent has played
+    # The model stalls: nothing more is released, and Twilio plays all it has, then waits.
+    call.handle(CallerStartedSpeaking(), now=10.0 + sent_ms / 1000 - 0.3)  # a cough: the rest is dropped
+    _, marks = speak(call, response_id="resp_2", item_id="item_2", chunks_ms=[100, 100], now=20.0)
+    echo(call, marks, now=20.2)
 
-    actions = call.handle(CallerStartedSpeaking(), now=10.0 + sent_ms / 1000 + 0.01)
+    actions = call.handle(CallerStartedSpeaking(), now=25.0)
 
-    assert of_type(actions, TruncateModelAudio) == [TruncateModelAudio(item_id="item_1", audio_end_ms=sent_ms)]
+    assert of_type(actions, TruncateModelAudio) == [TruncateModelAudio(item_id="item_2", audio_end_ms=200)]
 
 
 def test_fully_heard_audio_of_a_still_active_response_is_truncated_at_its_full_length():
@@ -233,10 +237,11 @@ def test_marks_echoed_after_a_clear_do_not_count_as_heard():
     assert echo(call, old_marks[6:], now=12.01) == []
 
     assert call.has_unplayed_audio
+    # Playback of item_2 began when it was sent (12.0): 50 ms, not the 2000 ms the stale marks would claim.
     assert call.handle(CallerStartedSpeaking(), now=12.05) == [
         ClearCallerPlayback(),
         CancelModelResponse(response_id="resp_2"),
-        DeleteModelItem(item_id="item_2"),
+        TruncateModelAudio(item_id="item_2", audio_end_ms=50),
     ]
     assert new_marks  # item_2 was sent, and not one of its marks came back
 
@@ -283,3 +288,26 @@ def test_bookkeeping_of_finished_responses_stays_bounded_on_a_long_call():
     seqs: RecentMap[str, int] = RecentMap(2)
     seqs["a"], seqs["b"], seqs["c"] = 1, 2, 3
     assert list(seqs) == ["b", "c"]
+
+
+def test_an_echo_late_beyond_the_recent_ones_does_not_pull_heard_back():
+    call = answered_call(mark_interval_ms=100.0, **NO_PACING)
+    _, marks = speak(call, response_id="resp_1", item_id="item_1", chunks_ms=[20] * 150, now=10.0)
+    for index, mark in enumerate(marks[:10]):  # echoed on time: mark k at 10.0 + (k + 1) * 0.1
+        call.handle(PlaybackMarked(name=mark.name), now=10.0 + (index + 1) * 0.1)
+    call.handle(PlaybackMarked(name=marks[10].name), now=11.18)  # due at 11.1, held up 80 ms on the way back
+
+    actions = call.handle(CallerStartedSpeaking(), now=11.19)
+
+    assert TruncateModelAudio(item_id="item_1", audio_end_ms=1190) in actions
+
+
+def test_a_steady_echo_lag_is_kept_so_the_truncate_errs_on_the_side_of_less_heard():
+    call = answered_call(mark_interval_ms=100.0, **NO_PACING)
+    _, marks = speak(call, response_id="resp_1", item_id="item_1", chunks_ms=[20] * 150, now=10.0)
+    for index, mark in enumerate(marks[:10]):  # every echo 50 ms after its audio would have played
+        call.handle(PlaybackMarked(name=mark.name), now=10.05 + (index + 1) * 0.1)
+
+    actions = call.handle(CallerStartedSpeaking(), now=11.08)
+
+    assert TruncateModelAudio(item_id="item_1", audio_end_ms=1030) in actions

@@ -43,7 +43,7 @@ def test_barge_in_replaces_the_assistant_record_with_the_part_that_was_heard():
     )
     echo(call, marks[:5], now=1.5)  # 500 of 1000 ms heard
 
-    [cut] = of_type(call.handle(CallerStartedSpeaking(), now=1.55), RecordMessage)
+    [cut] = of_type(call.handle(CallerStartedSpeaking(), now=1.5), RecordMessage)
 
     assert cut.message_id == full.message_id
     assert cut.seq == full.seq

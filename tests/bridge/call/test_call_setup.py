@@ -40,7 +40,7 @@ def test_model_session_opened_configures_the_session_then_requests_the_greeting(
     call = CallStateMachine(
         settings(
             instructions="You answer the phone for Acme.", greeting="Thanks for calling Acme!", voice="cedar",
-            speed=1.1, tools=(LOOKUP_ORDER,), transcription_model="gpt-4o-mini-transcribe",
+            speed=1.1, tools=(LOOKUP_ORDER,), transcription_model="gpt-transcribe",
         )
     )
     assert call.handle(StreamStarted(stream_sid="MZ1", call_sid="CA1"), now=0.0) == []
@@ -50,7 +50,7 @@ def test_model_session_opened_configures_the_session_then_requests_the_greeting(
     assert len(actions) == 2
     assert actions[0] == ConfigureModelSession(
         instructions="You answer the phone for Acme.", voice="cedar", speed=1.1, tools=(LOOKUP_ORDER,),
-        output_modalities=("audio",), transcription_model="gpt-4o-mini-transcribe",
+        output_modalities=("audio",), transcription_model="gpt-transcribe",
     )
     greeting = actions[1]
     assert isinstance(greeting, RequestModelResponse)

@@ -81,7 +81,7 @@ def test_barge_in_deletes_a_never_heard_item_of_a_response_that_is_already_done(
     actions = call.handle(CallerStartedSpeaking(), now=10.1)
 
     assert actions[0] == ClearCallerPlayback()
-    assert DeleteModelItem(item_id="item_1") in actions
+    assert TruncateModelAudio(item_id="item_1", audio_end_ms=100) in actions  # playing since 10.0
     assert DeleteModelItem(item_id="item_2") in actions
 
 
@@ -91,7 +91,7 @@ def test_transcript_arriving_after_the_barge_in_records_the_part_that_was_heard(
     call = answered_call(**NO_PACING)
     _, marks = speak(call, response_id="resp_1", item_id="item_1", chunks_ms=[100] * 20, now=10.0)
     echo(call, marks[:6], now=10.6)
-    assert TruncateModelAudio(item_id="item_1", audio_end_ms=600) in call.handle(CallerStartedSpeaking(), now=10.7)
+    assert TruncateModelAudio(item_id="item_1", audio_end_ms=600) in call.handle(CallerStartedSpeaking(), now=10.6)
     words = " ".join(f"w{i}" for i in range(20))
 
     actions = call.handle(AssistantTranscriptDone(response_id="resp_1", item_id="item_1", transcript=words), now=10.71)

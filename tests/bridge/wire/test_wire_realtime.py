@@ -255,7 +255,7 @@ def test_rejects_malformed_server_events_with_a_fixed_kind(raw, kind):
 def test_session_update_for_a_call_matches_the_contract_and_the_sdk_type():
     call = CallStateMachine(
         CallSettings(instructions="You answer the phone for Acme. We are open now.", greeting="Hi!", voice="cedar",
-                     speed=1.1, tools=(LOOKUP_ORDER,), transcription_model="gpt-4o-mini-transcribe")
+                     speed=1.1, tools=(LOOKUP_ORDER,), transcription_model="gpt-transcribe")
     )
     [configure] = [a for a in call.handle(ModelSessionOpened(), now=0.0) if isinstance(a, ConfigureModelSession)]
 
@@ -277,7 +277,7 @@ def test_session_update_for_a_call_matches_the_contract_and_the_sdk_type():
                     "turn_detection": {"type": "server_vad", "threshold": 0.9, "prefix_padding_ms": 300,
                                        "silence_duration_ms": 500, "create_response": True,
                                        "interrupt_response": True},
-                    "transcription": {"model": "gpt-4o-mini-transcribe"},
+                    "transcription": {"model": "gpt-transcribe"},
                 },
                 "output": {"format": {"type": "audio/pcmu"}, "voice": "cedar", "speed": 1.1},
             },
@@ -382,10 +382,10 @@ def test_every_client_event_a_whole_call_produces_is_a_valid_ga_event():
     actions += call.handle(CallerStartedSpeaking(item_id="item_2"), now=0.6)
     actions += call.handle(ModelResponseDone("resp_1", "cancelled"), now=0.65)
     actions += call.handle(ModelResponseStarted("resp_2"), now=1.0)
-    actions += call.handle(ModelAudio("resp_2", "item_3", AUDIO), now=1.05)
     actions += call.handle(ToolCallRequested("resp_2", "call_1", "lookup_order", '{"id": "A7"}'), now=1.1)
     actions += call.handle(ToolCallFinished("call_1", '{"status": "shipped"}'), now=1.2)
-    actions += call.handle(CallerStartedSpeaking(item_id="item_4"), now=1.3)
+    actions += call.handle(ModelAudio("resp_2", "item_3", AUDIO), now=1.3)
+    actions += call.handle(CallerStartedSpeaking(item_id="item_4"), now=1.3)  # item_3 never heard: deleted
     actions += call.handle(ModelResponseDone("resp_2", "cancelled"), now=1.4)
 
     sent = [text for text in map(encode_realtime_action, actions) if text is not None]

@@ -80,9 +80,6 @@ BENIGN_MODEL_ERRORS = frozenset({"response_cancel_not_active", "conversation_alr
 # Errors after which the session is useless.
 FATAL_MODEL_ERRORS = frozenset({"session_expired", "invalid_api_key", "insufficient_quota", "beta_api_shape_disabled"})
 
-# How far behind our clock estimate of playback we assume the caller is (network + Twilio's buffer).
-PLAYBACK_MARGIN_MS = 150.0
-
 END_CALL_TOOL = "end_call"
 TRANSFER_TOOL = "transfer_to_human"
 
@@ -180,6 +177,7 @@ class _ToolRun:
     started_at: float
     seq: int
     next_thinking_at: float
+    generation: int = 0  # the model session that asked for it
 
 
 @dataclass(slots=True)
@@ -191,8 +189,16 @@ class _AssistantItem:
     recorded: bool = False
     interrupted: bool = False
     heard_ms: float = 0.0
-    sent_ms: float = 0.0
-    global_start_ms: float = -1.0  # where its first audio sits in everything sent to the caller
+    # All audio the model produced for the item (sent, queued, or arriving after a cancel): what a record
+    # cut at the heard fraction is measured against.
+    produced_ms: float = 0.0
+    # No more audio will come for it: its transcript is done, a later item of its response has audio, or
+    # its response is done.
+    audio_complete: bool = False
+    generation: int = 0  # the model session it belongs to; older sessions never hear about it
+    # Still playing when a new session replaced the old one: the text replayed there, under our own id.
+    replay_id: str | None = None
+    replay_generation: int = -1
 
 
 @dataclass(slots=True)
@@ -266,7 +272,6 @@ class CallStateMachine:
 
         # Playback pacing toward Twilio.
         self._queue: deque[_QueuedAudio] = deque()
-        self._global_sent_ms = 0.0
         # Audio sent since the last mark (marks go out every mark_interval_ms and after a response's end).
         self._unmarked_ms = 0.0
         self._unmarked_item: str | None = None
@@ -274,10 +279,15 @@ class CallStateMachine:
         self._play_end_estimate = 0.0
         self._playing_items: dict[str, _AssistantItem] = {}
         self._interrupted_items: RecentMap[str, _AssistantItem] = RecentMap(64)
+        # Items that first showed up after their response was cancelled: never heard, deleted, never recorded.
+        self._unheard_items: RecentSet[str] = RecentSet(64)
+        # Counts model sessions; an item belongs to the one that produced it.
+        self._generation = 0
+        self._replay_counter = 0
 
         # Tools.
         self._tools: dict[str, _ToolRun] = {}
-        self._tool_results: list[SendToolResult] = []
+        self._tool_results: list[CallAction] = []  # SendToolResult, each maybe after its call re-created
 
         # Conversation record order.
         self._seq = 0
@@ -387,7 +397,7 @@ class CallStateMachine:
             case CallerAudio(payload=payload):
                 self._on_caller_audio(payload, out)
             case ModelAudio():
-                self._on_model_audio(event)
+                self._on_model_audio(event, out)
             case PlaybackMarked(name=name):
                 self._on_marked(name, now)
             case StreamStarted():
@@ -483,19 +493,19 @@ class CallStateMachine:
             self._transition(CallPhase.ACTIVE)
 
     def _on_marked(self, name: str, now: float) -> None:
-        mark = self._ledger.record_marked(name)
+        mark = self._ledger.record_marked(name, now)
         if mark is None:
             return
         if not self._ledger.has_unplayed_audio:
             # Everything sent has played: resynchronise the estimate with reality.
             self._play_end_estimate = min(self._play_end_estimate, now)
+        # An item done and heard to its end needs no more watching (cheap tests first: this runs per echo).
         for item in list(self._playing_items.values()):
-            item.heard_ms = self._ledger.heard_ms(item.item_id)
             if (
                 item.transcript is not None
                 and item.response_id != self._active_response_id
                 and not self._item_has_queued_audio(item.item_id)
-                and item.heard_ms >= self._ledger.sent_ms(item.item_id)
+                and self._ledger.heard_ms(item.item_id, now) >= self._ledger.sent_ms(item.item_id)
             ):
                 self._playing_items.pop(item.item_id)
 
@@ -507,15 +517,13 @@ class CallStateMachine:
             self._exit = None
         # Barge-in: all in this tick. Twilio first (what the caller hears), then the model.
         interrupted = bool(self._queue) or self._ledger.has_unplayed_audio or self._active_response_id is not None
-        # Where playback is now, by the clock: marks only tell us a chunk has ended, and a TTS chunk can be
-        # seconds long. Kept a margin behind (network and Twilio's buffer), never ahead of what was sent.
-        played_ms = self._global_sent_ms - max(0.0, (self._play_end_estimate - now) * 1000.0) - PLAYBACK_MARGIN_MS
         out.append(ClearCallerPlayback())
-        self._ledger.record_cleared()
+        # Where playback of each item stands now: read before the clear, which ends playback there.
+        heard_by_item = {item_id: self._ledger.heard_ms(item_id, now) for item_id in self._playing_items}
+        self._ledger.record_cleared(now)
         self._unmarked_ms = 0.0
         # Twilio's buffer is empty now: the next answer may start playing at once.
         self._play_end_estimate = min(self._play_end_estimate, now)
-        queued_items = {queued.item_id for queued in self._queue}
         for queued in self._queue:
             self._stats.model_audio_dropped_ms += queued.duration_ms
         self._queue.clear()
@@ -532,35 +540,41 @@ class CallStateMachine:
                 self._cancelled_responses.add(ctx.context_id)
                 out.append(StopSpeech(ctx.context_id))
         for item in list(self._playing_items.values()):
-            sent_ms = self._ledger.sent_ms(item.item_id)
-            estimated_ms = min(played_ms - item.global_start_ms, sent_ms) if item.global_start_ms >= 0 else 0.0
-            heard_ms = min(max(self._ledger.heard_ms(item.item_id), estimated_ms, 0.0), sent_ms)
-            if (
-                heard_ms >= sent_ms
-                and item.item_id not in queued_items
-                and item.response_id not in self._cancelled_responses
-            ):
-                continue  # fully heard and complete
+            heard_ms = heard_by_item.get(item.item_id, 0.0)
+            if item.audio_complete and heard_ms >= item.produced_ms - 0.5:
+                # Heard whole (e.g. the preamble before the answer that is being interrupted): left alone.
+                self._playing_items.pop(item.item_id)
+                continue
             item.interrupted = True
             item.heard_ms = heard_ms
-            item.sent_ms = sent_ms
+            # Only the session that made the item knows it: after a reconnect the new one is told nothing.
+            tell_model = self._model_open and item.generation == self._generation
             heard_text = self._heard_text(item)
             if heard_text is not None:
                 # A text item spoken by the TTS: replace it with what the caller heard (delete + create).
                 item.transcript = heard_text
-                out.append(DeleteModelItem(item_id=item.item_id))
-                if heard_text:
-                    out.append(AddConversationItem({
-                        "type": "message", "role": "assistant",
-                        "content": [{"type": "output_text", "text": heard_text}]}))
+                if tell_model:
+                    out.append(DeleteModelItem(item_id=item.item_id))
+                    if heard_text:
+                        out.append(AddConversationItem({
+                            "type": "message", "role": "assistant",
+                            "content": [{"type": "output_text", "text": heard_text}]}))
                 self._record_heard(item, heard_text, out)
                 self._playing_items.pop(item.item_id)
                 self._interrupted_items[item.item_id] = item
                 continue
-            if heard_ms >= 1:
-                out.append(TruncateModelAudio(item_id=item.item_id, audio_end_ms=int(heard_ms)))
-            else:
-                out.append(DeleteModelItem(item_id=item.item_id))
+            if tell_model:
+                if heard_ms >= 1:
+                    out.append(TruncateModelAudio(item_id=item.item_id, audio_end_ms=int(heard_ms)))
+                else:
+                    out.append(DeleteModelItem(item_id=item.item_id))
+            elif self._model_open and item.replay_id is not None and item.replay_generation == self._generation:
+                # The new session holds our replay of the whole text: replace it with the part that was heard.
+                out.append(DeleteModelItem(item_id=item.replay_id))
+                heard_part = cut_transcript(item.transcript or "", heard_ms, item.produced_ms)
+                if heard_part:
+                    out.append(AddConversationItem({
+                        "type": "message", "role": "assistant", "content": [{"type": "output_text", "text": heard_part}]}))
             self._record_assistant(item, out)
             self._playing_items.pop(item.item_id)
             self._interrupted_items[item.item_id] = item
@@ -611,6 +625,7 @@ class CallStateMachine:
         if self._model_open:
             return
         self._model_open = True
+        self._generation += 1
         s = self.settings
         out.append(self._session_config())
         if not self._reconnecting:
@@ -622,7 +637,14 @@ class CallStateMachine:
             self._reconnecting = False
             if not self._tools:
                 self._next_thinking_at = None
-            for _, item in sorted(self._history.values(), key=lambda entry: entry[0]):
+            for key, (_, item) in sorted(self._history.items(), key=lambda entry: entry[1][0]):
+                playing = self._playing_items.get(key.removeprefix("assistant:")) if key.startswith("assistant:") else None
+                if playing is not None:
+                    # Still playing: replayed whole under an id of ours, so a barge-in can replace it later.
+                    self._replay_counter += 1
+                    playing.replay_id = f"sb_replay_{self._replay_counter}"
+                    playing.replay_generation = self._generation
+                    item = {**item, "id": playing.replay_id}
                 out.append(AddConversationItem(item))
             if self._resume_after_reconnect:
                 self._resume_after_reconnect = False
@@ -714,7 +736,8 @@ class CallStateMachine:
             out.append(SpeakText(ctx.context_id, ""))
             if event.item_id not in self._playing_items:
                 self._playing_items[event.item_id] = _AssistantItem(
-                    item_id=event.item_id, response_id=event.response_id, seq=self._next_seq())
+                    item_id=event.item_id, response_id=event.response_id, seq=self._next_seq(),
+                    generation=self._generation)
         self._responses_with_speech.add(event.response_id)
         ctx.pending_text += event.delta
         cut = ctx.pending_text.rfind(" ")
@@ -745,6 +768,9 @@ class CallStateMachine:
         for char, start_ms in zip(event.chars, event.char_start_ms, strict=False):
             ctx.spoken.append((ctx.audio_ms + start_ms, char))
         ctx.audio_ms += duration_ms
+        item = self._playing_items.get(ctx.item_id)
+        if item is not None:
+            item.produced_ms += duration_ms
         self._stats.model_audio_ms += duration_ms
         self._responses_with_audio.add(event.context_id)
         self._queue.append(_QueuedAudio(event.context_id, ctx.item_id, event.payload, duration_ms))
@@ -753,6 +779,9 @@ class CallStateMachine:
         ctx = self._speech.get(event.context_id)
         if ctx is not None:
             ctx.finished = True
+            item = self._playing_items.get(ctx.item_id)
+            if item is not None:
+                item.audio_complete = True
 
     def _on_speech_failed(self, event: SpeechFailed, out: list[CallAction]) -> None:
         """Fall back to the model's own voice for the rest of the call; say what was not heard."""
@@ -784,21 +813,38 @@ class CallStateMachine:
         ):
             self._inflight_request = None
 
-    def _on_model_audio(self, event: ModelAudio) -> None:
+    def _on_model_audio(self, event: ModelAudio, out: list[CallAction]) -> None:
         duration_ms = mulaw_ms_of_base64(event.payload)
         if event.response_id in self._cancelled_responses:
+            # Generated before the server saw our cancel: never played, but part of what the model produced.
             self._stats.model_audio_dropped_ms += duration_ms
+            interrupted = self._interrupted_items.get(event.item_id) or self._playing_items.get(event.item_id)
+            if interrupted is not None:
+                interrupted.produced_ms += duration_ms
+            elif event.item_id not in self._unheard_items:
+                # An item the server started after the caller barged in: nobody heard any of it.
+                self._unheard_items.add(event.item_id)
+                if self._model_open:
+                    out.append(DeleteModelItem(item_id=event.item_id))
             return
         self._stats.model_audio_ms += duration_ms
         self._responses_with_audio.add(event.response_id)
-        if event.item_id not in self._playing_items:
-            self._playing_items[event.item_id] = _AssistantItem(
-                item_id=event.item_id, response_id=event.response_id, seq=self._next_seq()
+        item = self._playing_items.get(event.item_id)
+        if item is None:
+            for earlier in self._playing_items.values():
+                if earlier.response_id == event.response_id:
+                    earlier.audio_complete = True  # the response has moved on to its next item
+            item = self._playing_items[event.item_id] = _AssistantItem(
+                item_id=event.item_id, response_id=event.response_id, seq=self._next_seq(),
+                generation=self._generation,
             )
+        item.produced_ms += duration_ms
         self._queue.append(_QueuedAudio(event.response_id, event.item_id, event.payload, duration_ms))
 
     def _on_transcript_done(self, event: AssistantTranscriptDone, out: list[CallAction]) -> None:
         self._flush_speech(event.response_id, out)
+        if event.item_id in self._unheard_items:
+            return  # started after the barge-in: deleted, and not part of the record
         interrupted = self._interrupted_items.get(event.item_id)
         if interrupted is not None:
             if self._heard_text(interrupted) is not None:
@@ -809,9 +855,14 @@ class CallStateMachine:
             return
         item = self._playing_items.get(event.item_id)
         if item is None:
-            item = _AssistantItem(item_id=event.item_id, response_id=event.response_id, seq=self._next_seq())
+            if event.response_id in self._cancelled_responses:
+                return  # an item of an interrupted response that never reached the caller
+            item = _AssistantItem(item_id=event.item_id, response_id=event.response_id, seq=self._next_seq(),
+                                  generation=self._generation)
             self._playing_items[event.item_id] = item
         item.transcript = event.transcript
+        if not self._tts_mode:
+            item.audio_complete = True  # the transcript is done only after the item's audio is
         # Record now; if the caller interrupts later, the record is replaced by the heard part.
         self._record_assistant(item, out, final=False)
 
@@ -825,6 +876,9 @@ class CallStateMachine:
             _add_usage(self._stats.usage, event.usage)
         if self._active_response_id == event.response_id or self._active_response_id is None:
             self._active_response_id = None
+        for item in self._playing_items.values():
+            if item.response_id == event.response_id and not self._tts_mode:
+                item.audio_complete = True
         exit_ = self._exit
         if exit_ is not None and exit_.stage == "wait_response" and exit_.holding_response == event.response_id:
             if event.response_id in self._responses_with_audio or event.response_id in self._responses_with_speech:
@@ -887,6 +941,7 @@ class CallStateMachine:
         self._tools[event.call_id] = _ToolRun(
             call_id=event.call_id, name=event.name, arguments=event.arguments, response_id=event.response_id,
             started_at=now, seq=seq, next_thinking_at=now + self.settings.thinking_delay_s,
+            generation=self._generation,
         )
         if self._next_thinking_at is None:
             self._next_thinking_at = now + self.settings.thinking_delay_s
@@ -910,9 +965,14 @@ class CallStateMachine:
             self._queue = deque(q for q in self._queue if q.item_id is not None)
             if self._ledger.has_unplayed_audio and self._ledger.unplayed_item_ids() == set():
                 out.append(ClearCallerPlayback())
-                self._ledger.record_cleared()
+                self._ledger.record_cleared(now)
                 self._unmarked_ms = 0.0
                 self._play_end_estimate = min(self._play_end_estimate, now)
+        if run.generation != self._generation:
+            # Asked for by a session that has since been replaced: the new one has never seen the call, so
+            # it is created there first (an output for an unknown call_id is an error).
+            self._tool_results.append(AddConversationItem({
+                "type": "function_call", "call_id": run.call_id, "name": run.name, "arguments": run.arguments}))
         self._tool_results.append(SendToolResult(run.call_id, output))
         out.append(
             RecordMessage(
@@ -986,14 +1046,9 @@ class CallStateMachine:
         while self._queue and self._play_end_estimate - lead_s <= now:
             chunk = self._queue.popleft()
             self._play_end_estimate = max(self._play_end_estimate, now) + chunk.duration_ms / 1000.0
-            if chunk.item_id is not None:
-                item = self._playing_items.get(chunk.item_id)
-                if item is not None and item.global_start_ms < 0:
-                    item.global_start_ms = self._global_sent_ms
-            self._global_sent_ms += chunk.duration_ms
             if self._unmarked_ms > 0 and chunk.item_id != self._unmarked_item:
                 self._send_mark(out)  # a mark closes one item's run before the next item's audio
-            self._ledger.record_sent_unmarked(chunk.item_id, chunk.duration_ms)
+            self._ledger.record_sent_unmarked(chunk.item_id, chunk.duration_ms, now)
             out.append(PlayToCaller(chunk.payload))
             self._unmarked_ms += chunk.duration_ms
             self._unmarked_item = chunk.item_id
@@ -1105,7 +1160,7 @@ class CallStateMachine:
             return
         text = item.transcript
         if item.interrupted:
-            text = cut_transcript(text, item.heard_ms, item.sent_ms)
+            text = cut_transcript(text, item.heard_ms, item.produced_ms)
         out.append(RecordMessage(seq=item.seq, role="assistant", text=text, message_id=f"assistant:{item.item_id}",
                                  interrupted=item.interrupted))
         if text:
@@ -1166,14 +1221,18 @@ def _say_exactly(text: str) -> str:
     return f'Say exactly this to the caller, and nothing else: "{text}"'
 
 
-def cut_transcript(text: str, heard_ms: float, sent_ms: float) -> str:
-    """The part of `text` the caller heard, assuming even speech rate; cut on a word boundary."""
-    if sent_ms <= 0 or heard_ms <= 0:
+def cut_transcript(text: str, heard_ms: float, produced_ms: float) -> str:
+    """The part of `text` the caller heard, cut on the word boundary nearest the heard fraction.
+
+    `produced_ms` is all the audio the model produced for the item (not what was forwarded so far): the
+    transcript covers that audio, and speech rate is taken as even across it.
+    """
+    if produced_ms <= 0 or heard_ms <= 0:
         return ""
-    if heard_ms >= sent_ms:
+    if heard_ms >= produced_ms:
         return text
     words = text.split()
-    keep = int(len(words) * heard_ms / sent_ms)
+    keep = min(len(words), int(len(words) * heard_ms / produced_ms + 0.5))
     return " ".join(words[:keep]) + ("…" if keep < len(words) else "")
 
 
