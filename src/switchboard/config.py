@@ -117,6 +117,20 @@ class AISettings(_Base):
 
 class AppSettings(_Base):
     app_database_url: str = Field(default="sqlite+aiosqlite:///./var/app.db", alias="APP_DATABASE_URL")
+    # Integrations (contract §9): tenants' integrations come from the AI server, polled with an ETag.
+    ai_server_url: str = Field(default="http://127.0.0.1:8081", alias="AI_SERVER_URL")
+    integrations_refresh_s: float = Field(default=5.0, gt=0, alias="SWITCHBOARD_INTEGRATIONS_REFRESH_S")
+    # Where people reach this App server; helpdesk tickets link to /ui/calls/{call_sid} under it.
+    app_public_url: str = Field(default="http://127.0.0.1:8082", alias="SWITCHBOARD_APP_PUBLIC_URL")
+    delivery_poll_s: float = Field(default=1.0, gt=0, alias="SWITCHBOARD_DELIVERY_POLL_S")
+    delivery_timeout_s: float = Field(default=15.0, gt=0, le=60, alias="SWITCHBOARD_DELIVERY_TIMEOUT_S")
+    # A claimed delivery whose worker died is retried after this; longer than any one attempt can take.
+    delivery_lease_s: float = Field(default=60.0, gt=0, alias="SWITCHBOARD_DELIVERY_LEASE_S")
+    delivery_concurrency: int = Field(default=16, ge=1, le=200, alias="SWITCHBOARD_DELIVERY_CONCURRENCY")
+    delivery_retry_window_s: float = Field(default=26 * 3600.0, gt=0, alias="SWITCHBOARD_DELIVERY_RETRY_WINDOW_S")
+    # 0: a callback ticket reaches the helpdesks at once (with the transcript so far). More: its helpdesk
+    # copy waits for the call's end (to carry the whole summary), at most this long.
+    helpdesk_wait_for_end_s: float = Field(default=0.0, ge=0, le=7200, alias="SWITCHBOARD_HELPDESK_WAIT_FOR_END_S")
     # Signs dashboard session cookies; every App server of a deployment must share it (contract §2).
     session_secret: str = Field(default_factory=_generated_token, min_length=16, alias="SWITCHBOARD_SESSION_SECRET")
     session_ttl_s: float = Field(default=12 * 3600.0, gt=0, alias="SWITCHBOARD_SESSION_TTL_S")

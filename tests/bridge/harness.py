@@ -127,13 +127,19 @@ class VoiceStack:
 @contextlib.asynccontextmanager
 async def voice_stack(tmp_path: Path, *, tenant_yaml: str = TENANT_YAML, model: FakeRealtimeServer | None = None,
                       engine_url: str | None = None, ws_protocol: str | None = None,
-                      **overrides: Any) -> AsyncIterator[VoiceStack]:
-    """`ws_protocol="websockets-sansio"` serves the stream through plain ASGI (no direct text channel)."""
+                      app_environ: dict[str, str] | None = None, **overrides: Any) -> AsyncIterator[VoiceStack]:
+    """`ws_protocol="websockets-sansio"` serves the stream through plain ASGI (no direct text channel).
+    `app_environ`: the App server's environment for `${VAR}` in tenants' integrations."""
     ai_url = f"sqlite+aiosqlite:///{tmp_path}/ai.db"
     await load_tenant_yaml(ai_url, tenant_yaml, tmp_path)
     ai_app = create_ai_app(AISettings(AI_DATABASE_URL=ai_url, SWITCHBOARD_SERVICE_TOKEN=SERVICE_TOKEN))
-    tickets_app = create_tickets_app(AppSettings(APP_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path}/app.db",
-                                                 SWITCHBOARD_SERVICE_TOKEN=SERVICE_TOKEN))
+    # The App server reads tenants' integrations from the AI server in-process, and delivers promptly.
+    tickets_app = create_tickets_app(
+        AppSettings(APP_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path}/app.db", SWITCHBOARD_SERVICE_TOKEN=SERVICE_TOKEN,
+                    AI_SERVER_URL="http://ai.internal", SWITCHBOARD_INTEGRATIONS_REFRESH_S=0.2,
+                    SWITCHBOARD_DELIVERY_POLL_S=0.05),
+        environ=app_environ or {}, ai_transport=httpx.ASGITransport(app=ai_app),
+    )
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(ai_app.router.lifespan_context(ai_app))
         await stack.enter_async_context(tickets_app.router.lifespan_context(tickets_app))

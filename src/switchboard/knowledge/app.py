@@ -21,7 +21,7 @@ from switchboard.knowledge.context import AIContext, require_service_token
 from switchboard.knowledge.database import create_engine, migrate, sessionmaker
 from switchboard.knowledge.errors import install_error_handlers
 from switchboard.knowledge.metrics import AIMetrics
-from switchboard.knowledge.routes import charges, health, knowledge, tenants, tools
+from switchboard.knowledge.routes import charges, health, integrations, knowledge, tenants, tools
 from switchboard.knowledge.tool_http import build_tool_http_client
 from switchboard.logs import get_logger
 
@@ -83,5 +83,6 @@ def create_app(
     voiceagent.include_router(tools.router)
     voiceagent.include_router(knowledge.router)
     voiceagent.include_router(charges.router)
+    voiceagent.include_router(integrations.router)
     app.include_router(voiceagent)
     return app

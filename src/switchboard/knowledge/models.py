@@ -117,3 +117,13 @@ class CallCharge(Base):
     minutes: Mapped[int] = mapped_column(Integer)
     duration_s: Mapped[float] = mapped_column(Float)
     charged_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class TenantIntegrations(Base):
+    """A tenant's `integrations:` as written (`${VAR}` unexpanded), served to the App server which runs them."""
+
+    __tablename__ = "tenant_integrations"
+
+    tenant_key: Mapped[str] = mapped_column(ForeignKey("tenants.key", ondelete="CASCADE"), primary_key=True)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

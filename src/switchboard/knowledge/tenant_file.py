@@ -5,6 +5,8 @@ Pure apart from reading YAML text: knowledge files are only named here (`documen
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from typing import Annotated, Any, Literal
 
@@ -166,6 +168,113 @@ class ToolSpec(_Strict):
         return value
 
 
+WEBHOOK_EVENTS = ("call.ended", "ticket.created")
+_VARIABLE_ONLY = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
+_SUBDOMAIN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+def _http_url(value: str) -> str:
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError(f"'{value}' is not an http(s) URL")
+    return value
+
+
+def _credential(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty (use a ${VAR} from the App server's environment)")
+    return value
+
+
+def _webhook_secret(value: str) -> str:
+    """`${VAR}` (checked when sending), or a literal `whsec_<base64>` as the Standard Webhooks spec shows it."""
+    if _VARIABLE_ONLY.match(value):
+        return value
+    if not value.startswith("whsec_"):
+        raise ValueError("must be whsec_<base64> or a ${VAR} holding one")
+    try:
+        raw = base64.b64decode(value.removeprefix("whsec_") + "==", validate=False)
+    except binascii.Error:
+        raise ValueError("the part after whsec_ is not base64") from None
+    if not raw:
+        raise ValueError("the part after whsec_ is empty")
+    return value
+
+
+class WebhookSpec(_Strict):
+    """A Standard Webhooks endpoint. `secret` (whsec_...) is a ${VAR} expanded by the App server when sending."""
+
+    url: str
+    secret: str
+    events: list[Literal["call.ended", "ticket.created"]] = Field(min_length=1)
+    allow_private_network: bool = False
+
+    _url = field_validator("url")(lambda cls, value: _http_url(value))
+    _secret = field_validator("secret")(lambda cls, value: _webhook_secret(value))
+
+
+class FreshdeskSpec(_Strict):
+    domain: str
+    api_key: str
+    base_url: str | None = None  # default https://{domain}.freshdesk.com
+    allow_private_network: bool = False
+
+    _api_key = field_validator("api_key")(lambda cls, value: _credential(value))
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        value = value.strip().lower().removesuffix(".freshdesk.com")
+        if not _SUBDOMAIN.match(value):
+            raise ValueError(f"'{value}' is not a Freshdesk domain (the part before .freshdesk.com)")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        return None if value is None else _http_url(value).rstrip("/")
+
+
+class ZendeskSpec(_Strict):
+    subdomain: str
+    email: str = Field(min_length=3, pattern=r"^[^@\s]+@[^@\s]+$")
+    api_token: str
+    base_url: str | None = None  # default https://{subdomain}.zendesk.com
+    allow_private_network: bool = False
+
+    _api_token = field_validator("api_token")(lambda cls, value: _credential(value))
+
+    @field_validator("subdomain")
+    @classmethod
+    def _subdomain(cls, value: str) -> str:
+        value = value.strip().lower().removesuffix(".zendesk.com")
+        if not _SUBDOMAIN.match(value):
+            raise ValueError(f"'{value}' is not a Zendesk subdomain (the part before .zendesk.com)")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        return None if value is None else _http_url(value).rstrip("/")
+
+
+class IntegrationsSpec(_Strict):
+    """Contract §4 `integrations:`, run by the App server (contract §9)."""
+
+    webhooks: list[WebhookSpec] = Field(default_factory=list)
+    freshdesk: FreshdeskSpec | None = None
+    zendesk: ZendeskSpec | None = None
+
+    @field_validator("webhooks")
+    @classmethod
+    def _unique_urls(cls, value: list[WebhookSpec]) -> list[WebhookSpec]:
+        seen: set[str] = set()
+        for webhook in value:
+            if webhook.url in seen:
+                raise ValueError(f"'{webhook.url}' is listed twice")
+            seen.add(webhook.url)
+        return value
+
+
 class TenantSpec(_Strict):
     key: str
     company: str = Field(min_length=1)
@@ -188,6 +297,7 @@ class TenantSpec(_Strict):
     max_concurrent_calls: int | None = Field(default=None, ge=1)
     knowledge: list[KnowledgeSource] = Field(default_factory=list)
     tools: list[ToolSpec] = Field(default_factory=list)
+    integrations: IntegrationsSpec | None = None
 
     @field_validator("key")
     @classmethod
@@ -292,6 +402,24 @@ def _check_unique(spec: TenantSpec, label: str) -> None:
         names.add(tool.name)
 
 
+# `key: ${VAR}` inside a flow mapping (`{api_key: ${KEY}}`, as contract §4 writes it) is not valid YAML:
+# `{` is a flow indicator. Such a bare reference is quoted, and only when the file fails to parse as is.
+_BARE_VARIABLE = re.compile(r"(:[ \t]+)(\$\{[A-Za-z_][A-Za-z0-9_]*\})(?=[ \t]*[,}\]\n#]|[ \t]*$)", re.MULTILINE)
+
+
+def _load_yaml(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as first_error:
+        quoted = _BARE_VARIABLE.sub(lambda m: f'{m.group(1)}"{m.group(2)}"', text)
+        if quoted == text:
+            raise
+        try:
+            return yaml.safe_load(quoted)
+        except yaml.YAMLError:
+            raise first_error from None
+
+
 def parse_tenant_file(text: str) -> list[TenantSpec]:
     """Validate a whole tenant file; a route (number, SIP domain, application SID) may belong to one tenant only.
 
@@ -299,7 +427,7 @@ def parse_tenant_file(text: str) -> list[TenantSpec]:
         TenantFileError: one line, e.g. `tenant 'acme-support': numbers.0: '555' is not an E.164 number`.
     """
     try:
-        document = yaml.safe_load(text)
+        document = _load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

@@ -35,6 +35,7 @@ from switchboard.knowledge.models import (
     KnowledgeChunk,
     KnowledgeDocument,
     Tenant,
+    TenantIntegrations,
     TenantRoute,
     TenantTool,
 )
@@ -206,7 +207,12 @@ async def _write_profile(session: AsyncSession, tenant: Tenant, spec: TenantSpec
     # Core deletes run now, before the inserts below, so a route can move between tenants of one file.
     await session.execute(delete(TenantRoute).where(TenantRoute.tenant_key == spec.key))
     await session.execute(delete(TenantTool).where(TenantTool.tenant_key == spec.key))
+    await session.execute(delete(TenantIntegrations).where(TenantIntegrations.tenant_key == spec.key))
     await session.flush()
+    if spec.integrations is not None:
+        session.add(TenantIntegrations(
+            tenant_key=spec.key, config=spec.integrations.model_dump(mode="json"), updated_at=now
+        ))
     for field_name, kind in ROUTE_FIELDS.items():
         for value in getattr(spec, field_name):
             session.add(TenantRoute(tenant_key=spec.key, kind=kind, value=value))

@@ -7,11 +7,8 @@ pinned to the address that passed the check, so a DNS answer cannot change betwe
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
-import re
-import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,12 +16,21 @@ import httpx
 
 from switchboard.knowledge.errors import ToolCallFailed
 from switchboard.knowledge.repository import ToolDefinition
+from switchboard.outbound_http import (
+    DestinationRefused,
+    DestinationUnresolved,
+    MissingVariable,
+    Resolver,
+    check_destination,
+    is_public_address,
+    resolve_addresses,
+)
+from switchboard.outbound_http import expand_variables as expand_env
+
+__all__ = ["MAX_RESULT_BYTES", "ToolResponse", "build_tool_http_client", "call_http_tool", "is_public_address"]
 
 MAX_RESULT_BYTES = 4096
 MAX_READ_BYTES = 256 * 1024
-_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,35 +53,16 @@ def build_tool_http_client() -> httpx.AsyncClient:
     )
 
 
-async def resolve_addresses(host: str, port: int) -> list[str]:
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
-
-
-def is_public_address(address: str) -> bool:
-    """False for loopback, link-local, private, shared, multicast, reserved and unspecified addresses."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    blocked = ip.is_loopback or ip.is_link_local or ip.is_private or ip.is_multicast or ip.is_reserved
-    return ip.is_global and not blocked and not ip.is_unspecified
-
-
 def expand_variables(template: str, environ: Mapping[str, str], tool: str) -> str:
     """Replace ${VAR} from `environ`.
 
     Raises:
         ToolCallFailed: a variable is not set (not retryable: the operator must set it).
     """
-
-    def replace(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in environ:
-            raise ToolCallFailed(tool, f"the AI server has no environment variable {name}", retryable=False)
-        return environ[name]
-
-    return _VARIABLE.sub(replace, template)
+    try:
+        return expand_env(template, environ)
+    except MissingVariable as exc:
+        raise ToolCallFailed(tool, f"the AI server has no environment variable {exc.name}", retryable=False) from None
 
 
 def _query_params(arguments: Mapping[str, Any]) -> dict[str, str]:
@@ -119,21 +106,16 @@ async def call_http_tool(
     host = url.host
     port = url.port or (443 if url.scheme == "https" else 80)
     try:
-        async with asyncio.timeout(timeout_s):
-            addresses = await resolver(host, port)
-    except (OSError, TimeoutError):
+        addresses = await check_destination(
+            host, port, allow_private_network=bool(http.get("allow_private_network", False)), resolver=resolver,
+            timeout_s=timeout_s,
+        )
+    except DestinationUnresolved:
         raise ToolCallFailed(tool.name, f"cannot resolve host {host}", retryable=True) from None
-    if not addresses:
-        raise ToolCallFailed(tool.name, f"cannot resolve host {host}", retryable=True)
-    if not http.get("allow_private_network", False):
-        refused = [a for a in addresses if not is_public_address(a)]
-        if refused:
-            raise ToolCallFailed(
-                tool.name,
-                f"refused: {host} resolves to a non-public address ({refused[0]}); "
-                "set http.allow_private_network: true to allow it",
-                retryable=False,
-            )
+    except DestinationRefused as exc:
+        raise ToolCallFailed(
+            tool.name, f"refused: {exc}; set http.allow_private_network: true to allow it", retryable=False
+        ) from None
     pinned = url.copy_with(host=addresses[0])
     headers.setdefault("Host", url.netloc.decode("ascii"))
     extensions = {"sni_hostname": host} if url.scheme == "https" else {}

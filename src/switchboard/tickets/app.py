@@ -7,10 +7,12 @@ Writes under /api need the service token; reads take it or a tenant API key and 
 
 from __future__ import annotations
 
+import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
+import httpx
 import structlog
 from fastapi import FastAPI
 from starlette.routing import Route
@@ -19,12 +21,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from switchboard.clock import Clock, SystemClock
 from switchboard.config import AppSettings, ensure_sqlite_folder
 from switchboard.logs import get_logger, register_secret
+from switchboard.outbound_http import Resolver
 from switchboard.pricing import load_price_table
 from switchboard.tickets.context import AppServerContext
 from switchboard.tickets.database import create_engine, create_session_factory, run_migrations
 from switchboard.tickets.errors import install_error_handlers
+from switchboard.tickets.integrations.service import IntegrationsService
 from switchboard.tickets.metrics import AppServerMetrics
-from switchboard.tickets.routes import conversations, health, tickets
+from switchboard.tickets.routes import conversations, health, integrations, tickets
 from switchboard.tickets.ui.wiring import install_dashboard
 
 log = get_logger("switchboard.tickets")
@@ -68,19 +72,32 @@ class RequestObservation:
             self.metrics.http_request_duration.labels(route=route_label).observe(self.clock.now() - started_s)
 
 
-def create_app(settings: AppSettings, *, clock: Clock | None = None) -> FastAPI:
-    """Build the App server. Nothing touches the database until the lifespan starts."""
+def create_app(
+    settings: AppSettings, *, clock: Clock | None = None, environ: Mapping[str, str] | None = None,
+    resolver: Resolver | None = None, ai_transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """Build the App server. Nothing touches the database until the lifespan starts.
+
+    `environ` feeds `${VAR}` in tenants' integrations (default: this process's environment, read when
+    sending); `resolver` resolves their host names; `ai_transport` reaches the AI server in-process."""
     register_secret(settings.switchboard_service_token)
     clock = clock or SystemClock()
     engine = create_engine(settings.app_database_url)
+    sessions = create_session_factory(engine)
+    metrics = AppServerMetrics()
+    integrations_service = IntegrationsService.build(
+        settings, sessions=sessions, clock=clock, registry=metrics.registry,
+        environ=environ if environ is not None else os.environ, resolver=resolver, ai_transport=ai_transport,
+    )
     context = AppServerContext(
         engine=engine,
-        sessions=create_session_factory(engine),
-        metrics=AppServerMetrics(),
+        sessions=sessions,
+        metrics=metrics,
         clock=clock,
         service_token=settings.switchboard_service_token.encode(),
         prices=load_price_table(),
         price_model=settings.openai_realtime_model,
+        integrations=integrations_service,
     )
 
     @asynccontextmanager
@@ -89,7 +106,8 @@ def create_app(settings: AppSettings, *, clock: Clock | None = None) -> FastAPI:
             ensure_sqlite_folder(settings.app_database_url)
             await run_migrations(engine)
             log.info("app_server.started", database=engine.dialect.name)
-            yield
+            async with integrations_service.running():
+                yield
         finally:
             await engine.dispose()
             log.info("app_server.stopped")
@@ -101,6 +119,7 @@ def create_app(settings: AppSettings, *, clock: Clock | None = None) -> FastAPI:
     # Writes need the service token, reads a tenant scope: each route says which (see routes/).
     app.include_router(conversations.router)
     app.include_router(tickets.router)
+    app.include_router(integrations.router)
     install_dashboard(app, settings, engine=engine, sessions=context.sessions, clock=clock)
     app.add_middleware(RequestObservation, metrics=context.metrics, clock=clock)
     return app

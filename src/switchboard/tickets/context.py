@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from switchboard.clock import Clock
 from switchboard.pricing import PriceTable
+from switchboard.tickets.integrations.service import IntegrationsService
 from switchboard.tickets.metrics import AppServerMetrics
 
 
@@ -20,3 +21,9 @@ class AppServerContext:
     service_token: bytes
     prices: PriceTable | None = None
     price_model: str = "gpt-realtime"
+    integrations: IntegrationsService | None = None
+
+    def wake_integrations(self) -> None:
+        """An event was recorded: let this server's delivery worker look now rather than at its next poll."""
+        if self.integrations is not None:
+            self.integrations.wake()

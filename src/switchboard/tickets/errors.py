@@ -3,6 +3,7 @@
     AppServerError                  -> {"error": <code>, "detail": ...}
      ├── Unauthorized               401 unauthorized
      ├── MessageConflict            409 message_conflict
+     ├── EndpointNotFound           404 endpoint_not_found
      └── DatabaseUnavailable        503 database_unavailable
 
 Framework errors are folded into the same body: request validation -> 422 invalid_request,
@@ -44,6 +45,13 @@ class MessageConflict(AppServerError):
 
     status_code = 409
     error_code = "message_conflict"
+
+
+class EndpointNotFound(AppServerError):
+    """No integration endpoint with that tenant and key."""
+
+    status_code = 404
+    error_code = "endpoint_not_found"
 
 
 class DatabaseUnavailable(AppServerError):

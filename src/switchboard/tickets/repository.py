@@ -19,8 +19,16 @@ from switchboard.logs import mask_phone
 from switchboard.pricing import PriceTable
 from switchboard.tickets.errors import MessageConflict
 from switchboard.tickets.figures import call_figures
+from switchboard.tickets.integrations.events import EventRecorder
+from switchboard.tickets.integrations.external import add_external
 from switchboard.tickets.models import Conversation, Message, Ticket
-from switchboard.tickets.schemas import ConversationEnd, ConversationOpen, MessageAdd, TicketCreate
+from switchboard.tickets.schemas import (
+    ConversationEnd,
+    ConversationOpen,
+    MessageAdd,
+    TicketCreate,
+    TicketView,
+)
 
 LIVE = "live"
 ENDED = "ended"
@@ -36,10 +44,14 @@ class Stored:
 
 
 class ConversationRepository:
-    def __init__(self, session: AsyncSession, *, prices: PriceTable | None = None, model: str = "") -> None:
+    def __init__(
+        self, session: AsyncSession, *, prices: PriceTable | None = None, model: str = "",
+        events: EventRecorder | None = None,
+    ) -> None:
         self._session = session
         self._prices = prices
         self._model = model
+        self._events = events
 
     def _insert(self, table: type[Conversation] | type[Message]) -> postgresql.Insert | sqlite.Insert:
         if self._session.get_bind().dialect.name == "postgresql":
@@ -145,6 +157,9 @@ class ConversationRepository:
         async with self._session.begin():
             started_at = request.ended_at - timedelta(seconds=request.duration_s)
             conversation_id, is_new = await self._ensure_conversation(call_sid, started_at=started_at)
+            previous_status = await self._session.scalar(
+                select(Conversation.status).where(Conversation.id == conversation_id).with_for_update()
+            )
             await self._session.execute(
                 update(Conversation)
                 .where(Conversation.id == conversation_id)
@@ -160,6 +175,9 @@ class ConversationRepository:
                 )
             )
             conversation, messages = await self._load(conversation_id)
+            # The call counts as ended the first time its end is recorded; a repeated end is not a new event.
+            if self._events is not None and previous_status != ENDED:
+                await self._events.call_ended(self._session, conversation, messages)
         return Stored(conversation, messages, is_new)
 
     async def list_conversations(
@@ -176,8 +194,9 @@ class ConversationRepository:
 
 
 class TicketRepository:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, events: EventRecorder | None = None) -> None:
         self._session = session
+        self._events = events
 
     async def create_ticket(self, request: TicketCreate, *, created_at: datetime) -> Ticket:
         async with self._session.begin():
@@ -192,7 +211,14 @@ class TicketRepository:
             )
             self._session.add(ticket)
             await self._session.flush()
+            if self._events is not None:
+                await self._events.ticket_created(self._session, ticket)
         return ticket
+
+    async def with_external(self, views: list[TicketView]) -> list[TicketView]:
+        """The views with their helpdesk copies (`external`) and helpdesk errors filled in."""
+        async with self._session.begin():
+            return await add_external(self._session, views)
 
     async def list_tickets(self, *, call_sid: str | None, limit: int) -> list[Ticket]:
         """Tickets newest first."""

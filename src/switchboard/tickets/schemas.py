@@ -116,6 +116,23 @@ class ConversationList(BaseModel):
     conversations: list[ConversationView]
 
 
+class ExternalRef(BaseModel):
+    """Contract §3/§9: the ticket as created in a helpdesk."""
+
+    system: Literal["freshdesk", "zendesk"]
+    id: str
+    url: str | None
+
+
+class IntegrationProblem(BaseModel):
+    """A helpdesk that has not (yet) taken the ticket: its last error, and whether we still retry."""
+
+    system: Literal["freshdesk", "zendesk"]
+    status: Literal["retrying", "failed"]
+    error: str
+    at: UtcTime | None
+
+
 class TicketView(BaseModel):
     id: int
     call_sid: str
@@ -125,6 +142,8 @@ class TicketView(BaseModel):
     requested_time: str | None
     status: str
     created_at: UtcTime
+    external: list[ExternalRef] = Field(default_factory=list)
+    integration_errors: list[IntegrationProblem] = Field(default_factory=list)
 
 
 class TicketList(BaseModel):

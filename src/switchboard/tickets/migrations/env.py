@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from alembic import context
 
+from switchboard.tickets.integrations import models as _integration_tables  # noqa: F401 - registers the tables
 from switchboard.tickets.models import Base
 
 connection = context.config.attributes["connection"]

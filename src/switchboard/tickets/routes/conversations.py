@@ -86,6 +86,7 @@ async def end_conversation(
 ) -> ConversationView:
     """Mark the conversation ended with its totals (idempotent)."""
     stored = await repository.end_conversation(call_sid, body)
+    context.wake_integrations()
     context.metrics.conversations_ended.inc()
     log.info(
         "conversation.ended",

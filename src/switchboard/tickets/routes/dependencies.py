@@ -9,6 +9,7 @@ from fastapi import Request
 
 from switchboard.tickets.context import AppServerContext
 from switchboard.tickets.errors import Unauthorized
+from switchboard.tickets.integrations.events import EventRecorder
 from switchboard.tickets.repository import ConversationRepository, TicketRepository
 
 
@@ -26,12 +27,19 @@ def require_service_token(request: Request) -> None:
         raise Unauthorized("a valid service token is required (Authorization: Bearer ...)")
 
 
+def _recorder(request: Request) -> EventRecorder | None:
+    integrations = app_context(request).integrations
+    return integrations.recorder if integrations is not None else None
+
+
 async def conversation_repository(request: Request) -> AsyncIterator[ConversationRepository]:
     context = app_context(request)
     async with context.sessions() as session:
-        yield ConversationRepository(session, prices=context.prices, model=context.price_model)
+        yield ConversationRepository(
+            session, prices=context.prices, model=context.price_model, events=_recorder(request)
+        )
 
 
 async def ticket_repository(request: Request) -> AsyncIterator[TicketRepository]:
     async with app_context(request).sessions() as session:
-        yield TicketRepository(session)
+        yield TicketRepository(session, _recorder(request))

@@ -27,10 +27,11 @@ async def list_tickets(
     call_sid: Annotated[CallSid | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> TicketList:
-    """Contract §3: the tickets of one call (or the newest ones), newest first. An API key sees its
-    tenant's only; a viewer's key gets the phone number masked."""
-    rows = await TicketRepository(scope.session).list_tickets(call_sid=call_sid, limit=limit)
-    views = [ticket_view(t) for t in rows]
+    """Contract §3: the tickets of one call (or the newest ones), newest first, with their helpdesk copies
+    (`external`). An API key sees its tenant's only; a viewer's key gets the phone number masked."""
+    repository = TicketRepository(scope.session)
+    rows = await repository.list_tickets(call_sid=call_sid, limit=limit)
+    views = await repository.with_external([ticket_view(t) for t in rows])
     if not scope.principal.sees_full_numbers:
         for view in views:
             view.phone_number = mask_phone(view.phone_number)
@@ -41,6 +42,7 @@ async def list_tickets(
 async def create_ticket(body: TicketCreate, repository: Repository, context: Context) -> TicketView:
     """Create an open ticket; the phone number is kept in full (a callback needs it)."""
     ticket = await repository.create_ticket(body, created_at=context.clock.wall())
+    context.wake_integrations()
     context.metrics.tickets_created.labels(kind=body.kind).inc()
     log.info("ticket.created", ticket_id=ticket.id, call_sid=body.call_sid, kind=body.kind)
     return ticket_view(ticket)

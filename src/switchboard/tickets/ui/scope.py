@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
 
 from switchboard.tickets.errors import Unauthorized
+from switchboard.tickets.integrations.models import IntegrationDelivery, IntegrationEndpoint
 from switchboard.tickets.models import Conversation, Message, Ticket
 from switchboard.tickets.ui.accounts import find_api_key, find_session
 from switchboard.tickets.ui.auth import OPERATOR, Principal, hash_token, unsign_cookie
@@ -68,6 +69,8 @@ def _criteria(tenant: str) -> list[Any]:
         with_loader_criteria(User, lambda cls: cls.tenant == tenant, include_aliases=True),
         with_loader_criteria(ApiKey, lambda cls: cls.tenant == tenant, include_aliases=True),
         with_loader_criteria(AuditEvent, lambda cls: cls.tenant == tenant, include_aliases=True),
+        with_loader_criteria(IntegrationDelivery, lambda cls: cls.tenant == tenant, include_aliases=True),
+        with_loader_criteria(IntegrationEndpoint, lambda cls: cls.tenant == tenant, include_aliases=True),
         with_loader_criteria(
             UiSession,
             lambda cls: cls.user_id.in_(select(User.id).where(User.tenant == tenant)),

@@ -17,7 +17,7 @@ from switchboard.tickets.errors import error_response
 from switchboard.tickets.ui import present
 from switchboard.tickets.ui.context import STATIC_DIR, TEMPLATES_DIR, DashboardContext, opik_url_of
 from switchboard.tickets.ui.errors import Forbidden, NotFound, SignInRequired, TooManySignIns
-from switchboard.tickets.ui.routes import admin, analytics, calls, live, session, tickets
+from switchboard.tickets.ui.routes import admin, analytics, calls, integrations, live, session, tickets
 from switchboard.tickets.ui.scope import TenantScopedSession, ui_principal
 
 
@@ -70,7 +70,8 @@ def install_dashboard(
         opik_url=opik_url_of(settings.opik_url_override, settings.opik_api_key),
     )
     app.state.dashboard = context
-    for router in (session.router, calls.router, live.router, tickets.router, analytics.router, admin.router):
+    for router in (session.router, calls.router, live.router, tickets.router, analytics.router, admin.router,
+                   integrations.router):
         app.include_router(router)
     app.mount("/ui/static", StaticFiles(directory=str(STATIC_DIR)), name="ui-static")
     app.add_exception_handler(SignInRequired, _sign_in_required)

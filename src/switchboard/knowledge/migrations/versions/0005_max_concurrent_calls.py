@@ -1,7 +1,7 @@
 """Tenants: `max_concurrent_calls` (optional), enforced across voice servers by the voice tier's state.
 
-Revision ID: 0004_max_concurrent_calls
-Revises: 0003_turn_detection_keypad
+Revision ID: 0005_max_concurrent_calls
+Revises: 0004_tenant_integrations
 Create Date: 2026-12-05
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004_max_concurrent_calls"
-down_revision = "0003_turn_detection_keypad"
+revision = "0005_max_concurrent_calls"
+down_revision = "0004_tenant_integrations"
 branch_labels = None
 depends_on = None
 
