@@ -26,6 +26,7 @@ import os
 import random
 import statistics
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,9 @@ import orjson
 import uvloop
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect, ws_create_server
 from twilio.request_validator import RequestValidator
+
+from switchboard.bridge.stream_urls import issue_stream_url
+from switchboard.url_tokens import derive_url_token_key
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bridge_latency import (  # noqa: E402
@@ -318,10 +322,14 @@ async def run(stack: Stack, calls: int, seconds: float, run_id: int, seed: int) 
     cpu_pct: dict[str, int] = {}
     try:
         await wait_for_http(f"http://127.0.0.1:{port}/health-check/ready")
-        stream_url = f"ws://127.0.0.1:{port}/twilio-stream"
-        headers = {"X-Twilio-Signature": RequestValidator(AUTH_TOKEN).compute_signature(stream_url, {})}
+        validator = RequestValidator(AUTH_TOKEN)
         for index in range(calls):
             caller = Caller(results, f"CA{run_id:08x}{index:024x}", f"MZ{run_id:08x}{index:024x}")
+            # No webhook: the bench issues each call's stream URL itself (it holds the deployment's token).
+            stream_url = issue_stream_url(f"http://127.0.0.1:{port}", derive_url_token_key(SERVICE_TOKEN),
+                                          call_sid=caller.call_sid, tenant="bench-support", replica="bench",
+                                          now_s=time.time(), ttl_s=600)
+            headers = {"X-Twilio-Signature": validator.compute_signature(stream_url, {})}
             try:
                 await ws_connect(lambda c=caller: c, stream_url, extra_headers=headers,
                                  websocket_handshake_timeout=20)
