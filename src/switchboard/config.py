@@ -52,6 +52,9 @@ class VoiceSettings(_Base):
     cartesia_base_url: str = Field(default="https://api.cartesia.ai", alias="CARTESIA_BASE_URL")
     ai_server_url: str = Field(default="http://127.0.0.1:8081", alias="AI_SERVER_URL")
     app_server_url: str = Field(default="http://127.0.0.1:8082", alias="APP_SERVER_URL")
+    # Where people reach the App server's dashboard; each call's Opik trace links to /ui/calls/{call_sid}
+    # under it. Unset: APP_SERVER_URL (right when the voice server reaches the App server at its public URL).
+    app_public_url: str | None = Field(default=None, alias="SWITCHBOARD_APP_PUBLIC_URL")
     inactivity_prompt_s: float = Field(default=30.0, gt=0, alias="SWITCHBOARD_INACTIVITY_PROMPT_S")
     inactivity_hangup_s: float = Field(default=30.0, gt=0, alias="SWITCHBOARD_INACTIVITY_HANGUP_S")
     max_call_s: float = Field(default=1800.0, gt=0, alias="SWITCHBOARD_MAX_CALL_S")
@@ -86,6 +89,11 @@ class VoiceSettings(_Base):
     @property
     def realtime_url(self) -> str:
         return self.switchboard_engine_url if self.uses_local_engine else self.openai_realtime_url
+
+    @property
+    def dashboard_base_url(self) -> str:
+        """The App server's public base URL, for links to the dashboard."""
+        return (self.app_public_url or self.app_server_url).rstrip("/")
 
 
 class AISettings(_Base):
