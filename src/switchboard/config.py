@@ -5,11 +5,12 @@ A missing or malformed setting stops start-up with one line naming it (`Settings
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from switchboard.openai_models import DEFAULT_REALTIME_MODEL, DEFAULT_TRANSCRIPTION_MODEL
@@ -119,6 +120,22 @@ class AppSettings(_Base):
     # Signs dashboard session cookies; every App server of a deployment must share it (contract §2).
     session_secret: str = Field(default_factory=_generated_token, min_length=16, alias="SWITCHBOARD_SESSION_SECRET")
     session_ttl_s: float = Field(default=12 * 3600.0, gt=0, alias="SWITCHBOARD_SESSION_TTL_S")
+    # Proxies (IP addresses or networks, comma-separated; `*` for any) whose X-Forwarded-Proto and
+    # X-Forwarded-For are believed: a TLS-terminating load balancer makes the request https (Secure
+    # cookies) and names the client (sign-in rate limit). Anyone else's forwarded headers are ignored.
+    trusted_proxies: str = Field(default="127.0.0.1", alias="SWITCHBOARD_TRUSTED_PROXIES")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_trusted_proxies(cls, value: str) -> str:
+        for item in (part.strip() for part in value.split(",")):
+            if item in ("", "*"):
+                continue
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network") from None
+        return value
     # The model a call's usage is priced as (the voice server's own variable).
     openai_realtime_model: str = Field(default="gpt-realtime", alias="OPENAI_REALTIME_MODEL")
     # Opik's own variables: the dashboard links each call to its trace when they say where Opik is.
