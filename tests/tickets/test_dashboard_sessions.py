@@ -6,18 +6,20 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
+from tests.integrations.test_processes import app_process
 from tests.tickets.dashboard_data import PASSWORD, add_user, csrf_of, sign_in
 from tests.tickets.harness import SERVICE_TOKEN
 
 from switchboard.clock import ManualClock
 from switchboard.config import AppSettings, SettingsError, load_settings
 from switchboard.tickets import create_app
-from switchboard.tickets.database import create_session_factory
+from switchboard.tickets.database import create_engine, create_session_factory
 from switchboard.tickets.ui.models import AuditEvent, UiSession, User
 
 LOAD_BALANCER = ("10.0.3.7", 41000)
@@ -113,3 +115,26 @@ async def signed_in_users(app: FastAPI) -> list[str]:
     """Whose sessions the App server's database still holds."""
     async with create_session_factory(app.state.context.engine)() as session, session.begin():
         return sorted(await session.scalars(select(User.email).join(UiSession, UiSession.user_id == User.id)))
+
+
+@pytest.mark.multiprocess
+async def test_switchboard_serve_app_believes_only_the_configured_proxy(tmp_path: Path) -> None:
+    """The real `switchboard serve app` (uvicorn): a balancer at 127.0.0.2 is trusted, 127.0.0.1 is not
+    (uvicorn's own default would trust it)."""
+    database_url = f"sqlite+aiosqlite:///{tmp_path}/app.db"
+    async with app_process(database_url, "http://127.0.0.1:9", SWITCHBOARD_TRUSTED_PROXIES="127.0.0.2",
+                           SWITCHBOARD_SESSION_SECRET="test-session-secret-0123456789") as (_process, base_url):
+        engine = create_engine(database_url)
+        try:
+            await add_user(engine, "dev@acme.test", "acme-support", "developer")
+        finally:
+            await engine.dispose()
+        https = {"X-Forwarded-Proto": "https"}
+        balancer = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+        async with httpx.AsyncClient(transport=balancer, base_url=base_url, headers=https) as through_balancer:
+            behind_tls = await sign_in_behind_tls(through_balancer, "dev@acme.test")
+        async with httpx.AsyncClient(base_url=base_url, headers=https) as local:
+            spoofed = await sign_in(local, "dev@acme.test")
+    assert behind_tls.status_code == spoofed.status_code == 303
+    assert "; Secure" in session_cookie(behind_tls)
+    assert "Secure" not in session_cookie(spoofed)
