@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+HELM := $(VENV)/bin/helm
 SRC_FILES := pyproject.toml
 
-.PHONY: demo test lint typecheck bench clean system-packages
+.PHONY: demo test lint typecheck bench clean system-packages image
 
 $(PY):
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"' || \
@@ -27,9 +28,17 @@ demo: $(STAMP)
 system-packages:
 	@bash scripts/debian-packages.sh
 
-test: $(STAMP) system-packages
+# The pinned Helm that renders deploy/helm/switchboard in the chart tests (requirements/helm.txt).
+$(HELM): $(PY) requirements/helm.txt deploy/tools/install_helm.py
+	$(PY) deploy/tools/install_helm.py $(HELM)
+
+test: $(STAMP) $(HELM) system-packages
 	$(PY) -m ruff check src tests
 	PYTHONASYNCIODEBUG=1 $(PY) -m pytest -q
+
+# The container image (Containerfile) with podman; deploy/README.md. ENGINE=1 adds the offline engine.
+image:
+	bash deploy/image/build.sh $(if $(filter 1,$(ENGINE)),--engine)
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests

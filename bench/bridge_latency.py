@@ -39,6 +39,9 @@ import httpx
 import uvloop
 from twilio.request_validator import RequestValidator
 
+from switchboard.bridge.stream_urls import issue_stream_url
+from switchboard.url_tokens import derive_url_token_key
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadgen import (  # noqa: E402
     FakeCaller,
@@ -322,7 +325,11 @@ async def place_call(gen: LoadGenerator, http: httpx.AsyncClient, target: str, p
     validator = RequestValidator(AUTH_TOKEN)
     parameters = {"bot_profile_key": "bench-support", "is_sip_call": "false", "original_caller_number": caller_number}
     if target == "voice":
-        stream_url = f"ws://127.0.0.1:{port}/twilio-stream"
+        # Without a webhook the bench issues the call's stream URL itself (it holds the deployment's token),
+        # naming no replica that pre-opened it: the stream opens a fresh session, as before.
+        stream_url = issue_stream_url(f"http://127.0.0.1:{port}", derive_url_token_key(SERVICE_TOKEN),
+                                      call_sid=call_sid, tenant="bench-support", replica="bench",
+                                      now_s=time.time(), ttl_s=600)
         headers = {"X-Twilio-Signature": validator.compute_signature(stream_url, {})}
     else:
         stream_url = f"ws://127.0.0.1:{port}/"
@@ -340,6 +347,9 @@ async def place_call(gen: LoadGenerator, http: httpx.AsyncClient, target: str, p
             raise RuntimeError(f"webhook did not route the call: {answer.text[:200]}")
         parameters = found
         webhook_ns = now_ns()
+        if target == "voice":
+            stream_url = re.findall(r'<Stream url="([^"]+)"', answer.text)[0]
+            headers = {"X-Twilio-Signature": validator.compute_signature(stream_url, {})}
     caller = FakeCaller(gen, index, call_sid, stream_sid, parameters)
     caller.webhook_done_ns = webhook_ns  # type: ignore[attr-defined]
     caller.preopen = preopen  # type: ignore[attr-defined]

@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("demo", help="start everything on embedded defaults and place a simulated call")
 
+    migrate = sub.add_parser("migrate", help="bring the AI and App databases to the newest schema, then exit")
+    migrate.add_argument("targets", nargs="*", metavar="ai|app|all", help="which databases (default: all)")
+
     from switchboard.tickets.ui.commands import add_parsers as add_account_parsers
 
     add_account_parsers(sub)
@@ -83,6 +86,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from switchboard.demo import demo_command
 
             return demo_command()
+        if args.command == "migrate":
+            from switchboard.migrations_command import migrate_command
+
+            if not set(args.targets) <= {"ai", "app", "all"}:
+                _parser().error(f"migrate: unknown database {args.targets}; choose from ai, app, all")
+            return migrate_command(args.targets)
     except SettingsError as exc:
         print(f"switchboard: {exc}", file=sys.stderr)
         return 2

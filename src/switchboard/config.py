@@ -6,7 +6,9 @@ A missing or malformed setting stops start-up with one line naming it (`Settings
 from __future__ import annotations
 
 import ipaddress
+import re
 import secrets
+import socket
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -82,6 +84,27 @@ class VoiceSettings(_Base):
     # The Realtime session's own input transcription, for tenants with `transcriber: openai`.
     transcription_model: str = Field(default=DEFAULT_TRANSCRIPTION_MODEL, min_length=1,
                                      alias="SWITCHBOARD_TRANSCRIPTION_MODEL")
+    # Scale-out (contract §2, §7): shared state, this replica's name, how long a stream URL is valid.
+    switchboard_state_url: str | None = Field(default=None, alias="SWITCHBOARD_STATE_URL")
+    instance_id: str = Field(default_factory=socket.gethostname, alias="SWITCHBOARD_INSTANCE_ID")
+    stream_url_ttl_s: float = Field(default=60.0, gt=0, alias="SWITCHBOARD_STREAM_URL_TTL_S")
+    # Our own: how often a replica renews its calls' leases and looks for a lost replica's calls.
+    state_heartbeat_s: float = Field(default=5.0, gt=0, alias="SWITCHBOARD_STATE_HEARTBEAT_S")
+
+    @field_validator("switchboard_state_url")
+    @classmethod
+    def _state_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
+            raise ValueError("must be a postgresql+asyncpg:// URL (or sqlite+aiosqlite:// for one process)")
+        return value or None
+
+    @field_validator("instance_id")
+    @classmethod
+    def _instance_id(cls, value: str) -> str:
+        # It is a path segment of the stream URL and a label an edge routes on.
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", value):
+            raise ValueError("must be 1-63 characters of letters, digits, '.', '_' or '-'")
+        return value
 
     @property
     def uses_local_engine(self) -> bool:

@@ -69,8 +69,10 @@ async def assistant_text(stack: Any, call_sid: str, item_id: str, changed_from: 
     """The App server's record of an assistant item, once there (and different from `changed_from`)."""
     async with asyncio.timeout(5):
         while True:
-            conversation = await stack.conversation(call_sid)
-            texts = [m["text"] for m in conversation["messages"] if m["message_id"] == f"{call_sid}:assistant:{item_id}"]
+            # The record opens once the stream is here (a pre-opened call records nothing before): may be absent.
+            listed = (await stack.app_server.get("/api/conversations", params={"call_sid": call_sid})).json()
+            messages = [m for c in listed["conversations"] for m in c["messages"]]
+            texts = [m["text"] for m in messages if m["message_id"] == f"{call_sid}:assistant:{item_id}"]
             if texts and texts[0] != changed_from:
                 return str(texts[0])
             await asyncio.sleep(0.025)

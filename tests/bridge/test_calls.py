@@ -23,7 +23,9 @@ async def test_answered_call_configures_session_greets_and_relays_audio_untouche
     async with voice_stack(tmp_path, ws_protocol=ws_protocol) as stack, stack.caller() as caller:
         answer = await caller.place_call(to="+15551230001", from_="+15557654321")
         assert answer.status_code == 200
-        assert answer.stream_url is not None and answer.stream_url.endswith("/twilio-stream")
+        # Per call: /twilio-stream/<replica>/<signed token> (contract §3).
+        assert answer.stream_url is not None
+        assert answer.stream_url.startswith(stack.voice_url.replace("http://", "ws://") + "/twilio-stream/")
         assert answer.stream_parameters == {
             "bot_profile_key": "acme-support", "is_sip_call": "false", "original_caller_number": "+15557654321",
         }

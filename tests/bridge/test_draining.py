@@ -140,3 +140,23 @@ async def test_drain_timeout_says_goodbye_to_remaining_calls_then_exits(tmp_path
             await caller.aclose()
         async with asyncio.timeout(15):
             assert await process.wait() == 0
+
+
+@pytest.mark.slow
+async def test_a_draining_server_still_takes_the_stream_of_a_call_whose_session_it_preopened(tmp_path: Path) -> None:
+    async with voice_process(tmp_path) as (process, voice_url, model), httpx.AsyncClient(base_url=voice_url) as http:
+        keeper, _ = await _live_call(voice_url, model)  # keeps the process draining instead of exiting
+        async with TwilioCaller(voice_url, auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID) as caller:
+            await caller.place_call(to="+15551230001", from_="+15557650001")  # its session opens here
+            process.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(5):
+                while (await http.get("/health-check/ready")).status_code != 503:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+            # Twilio dials the stream URL only now: the call would be lost if the server refused it.
+            await caller.connect_stream()
+            await caller.wait_for(lambda: any(m.event == "media" for m in caller.received), timeout_s=10)
+            await caller.hang_up()
+        await keeper.hang_up()
+        await keeper.aclose()
+        async with asyncio.timeout(15):
+            assert await process.wait() == 0

@@ -152,3 +152,25 @@ async def test_errors_have_one_shape(loaded_client: httpx.AsyncClient) -> None:
     unknown = await loaded_client.get("/voiceagent/nothing-here")
     assert unknown.status_code == 404
     assert unknown.json()["error"] == "not_found"
+
+
+async def test_resolve_reports_max_concurrent_calls_when_the_tenant_sets_one(database_url: str,
+                                                                            tmp_path: Path) -> None:
+    limited = GLOBEX.replace("    credits: 0\n", "    credits: 5\n    max_concurrent_calls: 2\n")
+    await load_file(database_url, write_tenant_file(tmp_path, ACME, limited))
+    async with running_app(database_url) as client:
+        globex = await client.post("/voiceagent/resolve_tenant/", json={"to": "+15551230002"})
+        acme = await client.post("/voiceagent/resolve_tenant/", json={"to": "+15551230001"})
+    assert globex.json() == {"bot_profile_key": "globex", "credits": 5, "has_credits": True,
+                             "max_concurrent_calls": 2}
+    assert "max_concurrent_calls" not in acme.json()  # no limit
+
+
+async def test_a_max_concurrent_calls_below_one_is_refused_naming_the_tenant(tmp_path: Path) -> None:
+    from switchboard.knowledge.errors import TenantFileError
+    from switchboard.knowledge.tenant_file import parse_tenant_file
+
+    bad = GLOBEX.replace("    credits: 0\n", "    credits: 5\n    max_concurrent_calls: 0\n")
+    with pytest.raises(TenantFileError) as error:
+        parse_tenant_file(write_tenant_file(tmp_path, bad).read_text())
+    assert "globex" in str(error.value) and "max_concurrent_calls" in str(error.value)

@@ -33,6 +33,9 @@ from switchboard.bridge.call_runner import (
 )
 from switchboard.bridge.metrics import VoiceMetrics
 from switchboard.bridge.observability import NullObserver, ObserverFactory
+from switchboard.bridge.scale_out import CallCoordinator, build_voice_state, sweep_hooks
+from switchboard.bridge.stream_gate import StreamGate
+from switchboard.bridge.stream_urls import STREAM_PATH, is_stream_path, issue_stream_url
 from switchboard.bridge.tools import ToolRunner
 from switchboard.bridge.twiml import apology_twiml, stream_twiml
 from switchboard.bridge.warm_transfer import transfer_router
@@ -44,12 +47,14 @@ from switchboard.errors import TenantNotFound, UpstreamError
 from switchboard.http_clients import build_http_client
 from switchboard.logs import get_logger, mask_phone, start_call_context
 from switchboard.pricing import load_price_table
+from switchboard.url_tokens import derive_url_token_key
 
 log = get_logger("switchboard.voice")
 
 WEBHOOK_PATH = "/twilio-voice-webhook"
-STREAM_PATH = "/twilio-stream"
 RETRY_AFTER_S = "5"
+BUSY_SENTENCE = "Sorry, all our lines are busy right now. Please call again in a few minutes."
+NO_CREDITS_SENTENCE = "Sorry, this line can't take calls at the moment. Please try again later. Goodbye."
 
 
 @dataclass(slots=True)
@@ -106,13 +111,6 @@ def public_base_url(settings: VoiceSettings, request_url: str, headers: Any) -> 
     return f"{scheme}://{host}"
 
 
-def stream_url(base_url: str) -> str:
-    """`https://h[:p]` -> `wss://h[:p]/twilio-stream` (contract §2)."""
-    parts = urlsplit(base_url)
-    scheme = {"https": "wss", "http": "ws"}.get(parts.scheme, parts.scheme)
-    return f"{scheme}://{parts.netloc}{STREAM_PATH}"
-
-
 def _caller_number(from_value: str) -> str:
     """The caller's number; for SIP, the user part of the `From` URI."""
     value = from_value.strip()
@@ -142,6 +140,7 @@ def create_app(
     registry = CallRegistry()
     registry.idle.set()
     validator = RequestValidator(settings.twilio_auth_token or "")
+    url_key = derive_url_token_key(settings.switchboard_service_token)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -152,14 +151,25 @@ def create_app(
         knowledge = KnowledgeClient(ai_http, cache=ProfileCache(clock))
         app.state.knowledge = knowledge
         owned: list[Any] = []
+        state = build_voice_state(settings)
+        await state.start()
+        owned.append(state)
+        coordinator = CallCoordinator(state, settings, clock, metrics)
+        app.state.coordinator = coordinator
         outbox: ConversationRecorder | None = recorder
+        adopt_records = None
         if outbox is None and settings.app_server_url:
+            from switchboard.bridge.adapters.shared_spool import SharedSpool
             from switchboard.bridge.adapters.tickets_client import AppServerOutbox
 
-            app_outbox: AppOutbox = AppServerOutbox(
+            # With shared state, undelivered records live there: another server delivers them if this one goes.
+            app_outbox = AppServerOutbox(
                 settings.app_server_url, settings.switchboard_service_token, spool_dir=Path(settings.outbox_dir),
+                spool=SharedSpool(state, settings.instance_id) if state.is_shared else None,
                 request_timeout_s=settings.http_timeout_s,
             )
+            if state.is_shared:
+                adopt_records = app_outbox.adopt_records
             outbox = app_outbox
             owned.append(outbox)
         control = call_control
@@ -178,6 +188,7 @@ def create_app(
             tools=tools if tools is not None else ToolRunner(outbox), call_control=control,
             thinking_sound=_load_thinking_sound(), observer_factory=observer_factory or NullObserver,
             price_table=load_price_table(), model_name=realtime_model(settings), http=vendor_http,
+            coordinator=coordinator,
         )
         if outbox is not None and hasattr(outbox, "pending"):
             metrics.outbox_depth.set_function(lambda: float(outbox.pending))
@@ -191,6 +202,9 @@ def create_app(
                 tracer: Any = getattr(observer_factory, "__self__", None)
                 tracer_task = (tasks.create_task(tracer.run(), name="opik-sender")
                                if callable(getattr(tracer, "run", None)) else None)
+                heartbeat_task = tasks.create_task(
+                    coordinator.run(lambda: list(registry.calls), sweep_hooks(app.state.deps, outbox, adopt_records)),
+                    name="state-heartbeat")
                 yield
                 # Shutdown: calls still live here were not drained (drain timeout): end them now.
                 for call in list(registry.calls.values()):
@@ -205,8 +219,12 @@ def create_app(
                 if tracer_task is not None and tracer is not None:
                     await tracer.aclose(settings.close_timeout_s * 2)  # bounded: what the ended calls traced
                     tracer_task.cancel()
+                heartbeat_task.cancel()
         finally:
             registry.tasks = None
+            # After the outbox's last spool write: another voice server adopts what this one could not
+            # deliver, at once (not one lease later).
+            await coordinator.leave()
             await ai_http.aclose()
             for resource in owned:
                 with contextlib.suppress(Exception):
@@ -251,7 +269,7 @@ def create_app(
             # Admission control: a polite busy message; readiness says not ready meanwhile.
             metrics.webhooks.labels(outcome="at_capacity").inc()
             log.warning("webhook.at_capacity", live_calls=registry.live_count)
-            return _twiml(apology_twiml("Sorry, all our lines are busy right now. Please call again in a few minutes."))
+            return _twiml(apology_twiml(BUSY_SENTENCE))
         call_sid = params.get("CallSid", "")
         start_call_context(call_sid=call_sid)
         sip_domain = params.get("SipDomain") or None
@@ -274,18 +292,39 @@ def create_app(
         if not route.has_credits:
             metrics.webhooks.labels(outcome="no_credits").inc()
             log.info("webhook.no_credits", tenant=route.bot_profile_key)
-            return _twiml(apology_twiml("Sorry, this line can't take calls at the moment. Please try again later. Goodbye."))
+            return _twiml(apology_twiml(NO_CREDITS_SENTENCE))
         caller = _caller_number(from_value)
         freshcaller = params.get("FreshcallerCallId") or params.get("SipHeader_X-Freshcaller-Call-Id") or None
         context = CallContext(
             call_sid=call_sid, bot_profile_key=route.bot_profile_key, caller_number=caller, is_sip_call=is_sip,
             freshcaller_call_id=freshcaller, public_base_url=base,
         )
-        if call_sid and call_sid not in registry.calls:
-            # Open the model session now, while Twilio sets up the stream.
-            registry.start(LiveCall(context, app.state.deps))
-        metrics.webhooks.labels(outcome="answered").inc()
-        log.info("webhook.answered", tenant=route.bot_profile_key, caller=mask_phone(caller), sip=is_sip)
+        coordinator: CallCoordinator = app.state.coordinator
+        holder = settings.instance_id
+        outcome = "answered"
+        if call_sid:
+            claim = await coordinator.claim(
+                call_sid=call_sid, tenant=route.bot_profile_key, caller=caller,
+                max_concurrent_calls=route.max_concurrent_calls, credits=None if route.from_cache else route.credits,
+            )
+            holder = claim.holder
+            if claim.outcome == "busy":
+                metrics.webhooks.labels(outcome="busy").inc()
+                log.info("webhook.busy", tenant=route.bot_profile_key, limit=route.max_concurrent_calls)
+                return _twiml(apology_twiml(BUSY_SENTENCE))
+            if claim.outcome == "no_credits":
+                metrics.webhooks.labels(outcome="no_credits").inc()
+                log.info("webhook.no_credits", tenant=route.bot_profile_key, reason="reserved_by_live_calls")
+                return _twiml(apology_twiml(NO_CREDITS_SENTENCE))
+            if claim.outcome == "duplicate":
+                # A retried webhook: the same answer, and no second session (one record, one charge).
+                outcome = "duplicate"
+            elif call_sid not in registry.calls:
+                # Open the model session now, while Twilio sets up the stream.
+                registry.start(LiveCall(context, app.state.deps, preopened=True))
+        metrics.webhooks.labels(outcome=outcome).inc()
+        log.info("webhook.answered", tenant=route.bot_profile_key, caller=mask_phone(caller), sip=is_sip,
+                 duplicate=outcome == "duplicate")
         parameters = {
             "bot_profile_key": route.bot_profile_key,
             "is_sip_call": "true" if is_sip else "false",
@@ -293,20 +332,27 @@ def create_app(
         }
         if freshcaller:
             parameters["freshcaller_call_id"] = freshcaller
-        return _twiml(stream_twiml(stream_url(base), parameters))
+        url = issue_stream_url(base, url_key, call_sid=call_sid, tenant=route.bot_profile_key, replica=holder,
+                               now_s=clock.wall().timestamp(), ttl_s=settings.stream_url_ttl_s)
+        return _twiml(stream_twiml(url, parameters))
 
-    @app.websocket(STREAM_PATH)
+    gate = StreamGate(settings, validator, url_key, clock, metrics)
+
+    @app.websocket(STREAM_PATH + "/{replica}/{token}")
     async def twilio_stream(websocket: WebSocket) -> None:
         base = public_base_url(settings, str(websocket.url), websocket.headers)
-        if settings.twilio_validate_signatures:
-            signature = websocket.headers.get("x-twilio-signature", "")
-            if not validator.validate(stream_url(base), {}, signature):
-                log.warning("stream.rejected", reason="bad_signature")
-                await websocket.close(code=1008)  # before accept: uvicorn answers 403
-                return
-        if registry.draining:
+        verdict = gate.check_upgrade(base, websocket.scope["path"], websocket.headers.get("x-twilio-signature", ""))
+        if verdict.refusal == "bad_signature":
+            await websocket.close(code=1008)  # before accept: uvicorn answers 403
+            return
+        grant = verdict.grant
+        if registry.draining and (grant is None or grant.call_sid not in registry.calls):
+            # A stream whose session was pre-opened here is still served: its call would be lost otherwise.
             log.info("stream.rejected", reason="draining")
             await _deny(websocket, 503)
+            return
+        if grant is None:
+            await websocket.close(code=1008)  # not issued by this deployment, or expired: 403 before accept
             return
         await websocket.accept()
         twilio = TwilioStream(websocket, max_frame_bytes=settings.max_frame_bytes)
@@ -315,22 +361,28 @@ def create_app(
             await twilio.close()
             return
         start_call_context(call_sid=start.call_sid, stream_sid=start.stream_sid)
+        params = start.custom_parameters
+        caller = params.get("original_caller_number", "")
+        coordinator: CallCoordinator = app.state.coordinator
+        if not gate.start_matches(grant, start) or not await coordinator.attach(
+                call_sid=start.call_sid, tenant=grant.tenant, caller=caller):
+            if grant.call_sid == start.call_sid:
+                gate.refuse("stream_already_attached")
+            await twilio.close()
+            return
         call = registry.calls.get(start.call_sid)
         if call is not None and call.attach_stream(twilio, start):
+            metrics.preopen_sessions.labels(outcome="hit").inc()
             await call.finished.wait()
             return
-        # No pre-opened session (webhook served elsewhere, or it expired): open one now.
-        params = start.custom_parameters
+        # No pre-opened session here (the webhook was served by another server, or it expired): open one.
+        # The tenant is the one the signed URL names, never a custom parameter.
+        metrics.preopen_sessions.labels(outcome="miss").inc()
         context = CallContext(
-            call_sid=start.call_sid, bot_profile_key=params.get("bot_profile_key", ""),
-            caller_number=params.get("original_caller_number", ""),
+            call_sid=start.call_sid, bot_profile_key=grant.tenant, caller_number=caller,
             is_sip_call=params.get("is_sip_call", "false") == "true",
             freshcaller_call_id=params.get("freshcaller_call_id") or None, public_base_url=base,
         )
-        if not context.bot_profile_key:
-            log.warning("stream.rejected", reason="no_bot_profile_key")
-            await twilio.close()
-            return
         call = LiveCall(context, app.state.deps)
         call.attach_stream(twilio, start)
         await registry.run_inline(call)
@@ -356,7 +408,7 @@ class TwilioStreamFastPath:
         self.handler = handler
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "websocket" and scope.get("path") == STREAM_PATH:
+        if scope["type"] == "websocket" and is_stream_path(scope.get("path", "")):
             await self.handler(WebSocket(scope, receive, send))
             return
         await self.app(scope, receive, send)

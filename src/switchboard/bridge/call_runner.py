@@ -63,6 +63,7 @@ from switchboard.bridge.call.state_machine import CallSettings, CallStateMachine
 from switchboard.bridge.call_options import keypad_and_turn_settings
 from switchboard.bridge.metrics import VoiceMetrics
 from switchboard.bridge.observability import CallObserver, NullObserver, ObserverFactory
+from switchboard.bridge.preopen import DeferredRecorder
 from switchboard.bridge.timeline import TurnTimeline
 from switchboard.bridge.wire.openai_realtime import (
     RealtimeProtocolError,
@@ -149,6 +150,7 @@ class CallDependencies:
     http: Any = None  # a shared httpx.AsyncClient for vendor HTTP APIs (transcription)
     price_table: Any = None  # switchboard.pricing.PriceTable
     model_name: tuple[str, str] = ("openai", DEFAULT_REALTIME_MODEL)  # (vendor, model) as the price table names them
+    coordinator: Any = None  # a CallCoordinator (bridge/scale_out.py): one end and one charge per call
 
 
 @dataclass(slots=True)
@@ -162,9 +164,16 @@ class CallTimings:
 class LiveCall:
     """One call from webhook (or stream) to hang-up. `run()` owns its TaskGroup."""
 
-    def __init__(self, context: CallContext, deps: CallDependencies) -> None:
+    def __init__(self, context: CallContext, deps: CallDependencies, *, preopened: bool = False) -> None:
+        """`preopened`: opened at the webhook, before its stream; it records nothing until the stream
+        attaches here (bridge/preopen.py)."""
         self.context = context
         self.deps = deps
+        self.preopened = preopened
+        self.has_stream = False
+        self._recorder: ConversationRecorder | None = (
+            DeferredRecorder(deps.recorder) if preopened and deps.recorder is not None else deps.recorder
+        )
         self.core: CallStateMachine | None = None
         self.profile: CallProfile | None = None
         self.model: RealtimeConnection | None = None
@@ -199,6 +208,7 @@ class LiveCall:
         """Hand Twilio's stream to a pre-opened call. False if the call already has one or is over."""
         if self._stream_attached.done() or self._ended.is_set():
             return False
+        self.has_stream = True
         self._stream_attached.set_result((twilio, start))
         return True
 
@@ -240,15 +250,39 @@ class LiveCall:
             self._tasks = None
             if self._timer is not None:
                 self._timer.cancel()
+            # Settled first (one short shared-state write): the end is decided before any peer sees the close.
+            is_recorded = await self._settle_claim()
             await self._close_peers(settings.close_timeout_s)
             await self._complete_call()
             metrics.live_calls.dec()
-            duration_s = self._finish_record()
-            if self.core is not None:
+            duration_s = self._finish_record(record_end=is_recorded)
+            if self.core is not None and is_recorded:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(settings.http_timeout_s * 3):
                         await self._charge(duration_s)
             self.finished.set()
+
+    async def _settle_claim(self) -> bool:
+        """Whether this call's end is recorded and charged here: only a call whose stream came here, and
+        (with several voice servers) only if no sweeper has already ended it as lost. A pre-opened session
+        whose stream never came leaves no trace: no record, no charge, its claim freed."""
+        coordinator = self.deps.coordinator
+        if not self.has_stream:
+            if isinstance(self._recorder, DeferredRecorder):
+                self._recorder.discard()
+            if self.preopened:
+                self.deps.metrics.preopen_sessions.labels(outcome="unused").inc()
+            if coordinator is not None:
+                await coordinator.preopen_unused(self.context.call_sid)
+            return False
+        if coordinator is None:
+            return True
+        return bool(await coordinator.call_ended(self.context.call_sid, end_reason=self._end_reason or "ended",
+                                                 duration_s=self._duration_s()))
+
+    def _duration_s(self) -> float:
+        started = self.timings.stream_started_at
+        return self.deps.clock.now() - started if started is not None else 0.0
 
     # ------------------------------------------------------------------ set-up
     async def _connect_and_run_model(self, tasks: asyncio.TaskGroup) -> None:
@@ -291,8 +325,8 @@ class LiveCall:
             call_sid=ctx.call_sid, tenant=ctx.bot_profile_key, caller_masked=mask_phone(ctx.caller_number),
             is_sip_call=ctx.is_sip_call,
         )
-        if self.deps.recorder is not None:
-            self.deps.recorder.open_conversation_nowait(
+        if self._recorder is not None:
+            self._recorder.open_conversation_nowait(
                 ctx.call_sid, tenant=ctx.bot_profile_key, caller=ctx.caller_number, started_at=self._started_wall,
                 trace_id=self._trace_id,
             )
@@ -346,6 +380,8 @@ class LiveCall:
             self._end("stream_never_arrived")
             return
         self.twilio = twilio
+        if isinstance(self._recorder, DeferredRecorder):
+            self._recorder.release()
         bind_call_context(stream_sid=start.stream_sid)
         tasks.create_task(twilio.run_writer(), name="twilio-writer")
         # The start may arrive before the call profile is in; the core is created from the profile.
@@ -816,7 +852,7 @@ class LiveCall:
     def _record(self, action: RecordMessage) -> None:
         if action.role in {"user", "assistant"}:
             self._transcript[action.message_id] = (action.role, action.text)
-        recorder = self.deps.recorder
+        recorder = self._recorder
         if recorder is None:
             return
         arguments: dict[str, Any] | None = None
@@ -897,13 +933,11 @@ class LiveCall:
         except (TimeoutError, UpstreamError) as exc:
             log.warning("call.complete_failed", error=type(exc).__name__)
 
-    def _finish_record(self) -> float:
+    def _finish_record(self, *, record_end: bool = True) -> float:
         clock = self.deps.clock
         reason = self._end_reason or "ended"
         stats = self.core.stats() if self.core is not None else None
-        duration_s = (
-            clock.now() - self.timings.stream_started_at if self.timings.stream_started_at is not None else 0.0
-        )
+        duration_s = self._duration_s()
         metrics = self.deps.metrics
         metrics.calls_ended.labels(reason=reason).inc()
         usage = dict(stats.usage) if stats else {}
@@ -930,8 +964,8 @@ class LiveCall:
             bad_frames=dict(self._bad_frames), latency=self.timeline.summary(),
             stream_sid=self.core.stream_sid if self.core is not None else None,
         )
-        if self.deps.recorder is not None and self.core is not None:
-            self.deps.recorder.end_conversation_nowait(
+        if self._recorder is not None and self.core is not None and record_end:
+            self._recorder.end_conversation_nowait(
                 self.context.call_sid, end_reason=reason, ended_at=clock.wall(), duration_s=round(duration_s, 3),
                 usage=usage, turns=self.timeline.turns,
                 summary=(self._hand_over_summary or self._summary()) if reason == "transferred" else None,

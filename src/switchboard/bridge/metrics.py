@@ -48,6 +48,14 @@ class VoiceMetrics:
         self.call_cost = Counter("switchboard_call_cost_usd", "Model cost of ended calls, by tenant", ["tenant"],
                                  registry=r)
         self.draining = Gauge("switchboard_draining", "1 once SIGTERM was received", registry=r)
+        # Scale-out: hit = the stream reached the server that pre-opened its model session; miss = it reached
+        # another one, which opened a fresh session; unused = a pre-opened session no stream claimed.
+        self.preopen_sessions = Counter("switchboard_preopen_sessions", "Pre-opened model sessions, by outcome",
+                                        ["outcome"], registry=r)
+        self.streams_refused = Counter("switchboard_streams_refused", "Stream upgrades refused, by reason",
+                                       ["reason"], registry=r)
+        self.state_errors = Counter("switchboard_state_errors", "Shared-state operations that failed",
+                                    ["operation"], registry=r)
         self.turn_segment_seconds = Histogram(
             "switchboard_turn_segment_seconds",
             "Caller stopped speaking -> each point of the answer (response, model audio, media sent, played)",

@@ -34,6 +34,7 @@ class Tenant(Base):
     keypad: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
     # Minutes left: the file's allowance minus the minutes charged (see tenant_loader), never below 0.
     credits: Mapped[int] = mapped_column(Integer)
+    max_concurrent_calls: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # sha256 of the profile (without knowledge); a reload with the same hash changes nothing.
     profile_sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -38,6 +38,7 @@ class TenantProfile:
     credits: int
     turn_detection: dict[str, Any] | None = None
     keypad: dict[str, str] | None = None
+    max_concurrent_calls: int | None = None
 
     @property
     def has_credits(self) -> bool:
@@ -83,6 +84,7 @@ def _profile(tenant: Tenant) -> TenantProfile:
         credits=tenant.credits,
         turn_detection=dict(tenant.turn_detection) if tenant.turn_detection else None,
         keypad=dict(tenant.keypad) if tenant.keypad else None,
+        max_concurrent_calls=tenant.max_concurrent_calls,
     )
 
 

@@ -21,6 +21,7 @@ class ResolveTenantResponse(BaseModel):
     bot_profile_key: str
     credits: int
     has_credits: bool
+    max_concurrent_calls: int | None = None
 
 
 class CallProfileRequest(_Body):

@@ -293,6 +293,8 @@ class TenantSpec(_Strict):
     credits: int = Field(ge=0)
     turn_detection: TurnDetection | None = None
     keypad: Annotated[dict[str, Literal["transfer"]], BeforeValidator(_keypad_keys)] = Field(default_factory=dict)
+    # Across all voice servers; the next caller hears a busy message. None: no limit.
+    max_concurrent_calls: int | None = Field(default=None, ge=1)
     knowledge: list[KnowledgeSource] = Field(default_factory=list)
     tools: list[ToolSpec] = Field(default_factory=list)
     integrations: IntegrationsSpec | None = None

@@ -200,6 +200,7 @@ async def _write_profile(session: AsyncSession, tenant: Tenant, spec: TenantSpec
     tenant.turn_detection = spec.turn_detection_as_given()
     tenant.keypad = dict(spec.keypad) or None
     tenant.credits = max(0, spec.credits - await _charged_minutes(session, spec.key))
+    tenant.max_concurrent_calls = spec.max_concurrent_calls
     tenant.profile_sha256 = sha
     tenant.updated_at = now
     await session.flush()

@@ -38,6 +38,7 @@ class TenantRoute:
     credits: int
     has_credits: bool
     from_cache: bool = False  # True: the AI server was down and this is the last good answer
+    max_concurrent_calls: int | None = None  # across all voice servers; None: no limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +181,7 @@ class KnowledgeClient:
         route = TenantRoute(
             bot_profile_key=str(data["bot_profile_key"]), credits=int(data.get("credits", 0)),
             has_credits=bool(data.get("has_credits", True)),
+            max_concurrent_calls=_positive_int_or_none(data.get("max_concurrent_calls")),
         )
         self._cache.routes.put(route_key, route)
         return route
@@ -326,6 +328,10 @@ class KnowledgeClient:
         if any(not isinstance(data.get(name), kind) for name, kind in expected.items()):
             raise UpstreamProtocolError(SERVICE, f"{path} answered an unexpected body", retryable=False)
         return {name: data[name] for name in expected}
+
+
+def _positive_int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def _log_cached(what: str, bot_profile_key: str, age_s: float, error: UpstreamError) -> None:

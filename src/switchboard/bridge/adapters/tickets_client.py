@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -226,6 +226,45 @@ class _SpoolFile:
         os.replace(temporary, self.path)
 
 
+class SpoolStore(Protocol):
+    """Where the outbox keeps its records durably: JSON lines, `enqueue` records and `done` markers."""
+
+    async def read_lines(self) -> list[str]: ...
+
+    async def append(self, lines: list[str]) -> None:
+        """Raises: OSError when the records could not be stored (delivery goes on from memory)."""
+
+    async def rewrite(self, lines: list[str]) -> None:
+        """Replace everything with these (the pending items). Raises: OSError."""
+
+
+async def _in_thread(function: Callable[..., _T], *args: Any) -> _T:
+    """Run blocking file I/O in the default executor. If cancelled, still wait for the thread
+    to finish, so no two file operations on the spool ever overlap."""
+    future = asyncio.get_running_loop().run_in_executor(None, function, *args)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await future
+        raise
+
+
+class _LocalSpool:
+    """The single-machine default: an append-only JSONL file, written off the event loop."""
+
+    def __init__(self, spool_file: _SpoolFile) -> None:
+        self._file = spool_file
+
+    async def read_lines(self) -> list[str]:
+        return await _in_thread(self._file.read_lines)
+
+    async def append(self, lines: list[str]) -> None:
+        await _in_thread(self._file.append, lines)
+
+    async def rewrite(self, lines: list[str]) -> None:
+        await _in_thread(self._file.rewrite, lines)
+
+
 class _AiohttpPoster:
     """The outbox's own HTTP client when none is injected: aiohttp, traced by hand.
 
@@ -298,7 +337,8 @@ class AppServerOutbox:
         base_url: str,
         service_token: str,
         *,
-        spool_dir: Path,
+        spool_dir: Path | None = None,
+        spool: SpoolStore | None = None,
         http_client: httpx.AsyncClient | None = None,
         max_pending: int = 10_000,
         retry_initial_s: float = 0.2,
@@ -323,7 +363,9 @@ class AppServerOutbox:
         self._poster = None if http_client is not None else _AiohttpPoster(
             timeout_s=request_timeout_s, connect_timeout_s=min(2.0, request_timeout_s), max_connections=10)
         self._timeout = httpx.Timeout(request_timeout_s, connect=min(2.0, request_timeout_s))
-        self._spool = _SpoolFile(Path(spool_dir) / SPOOL_FILE_NAME)
+        if spool is None and spool_dir is None:
+            raise ValueError("need spool_dir (a local spool) or spool (e.g. the shared state's)")
+        self._spool: SpoolStore = spool or _LocalSpool(_SpoolFile(Path(spool_dir or ".") / SPOOL_FILE_NAME))
         self._max_pending = max_pending
         self._retry_initial_s = retry_initial_s
         self._retry_max_s = retry_max_s
@@ -558,8 +600,23 @@ class AppServerOutbox:
         finally:
             self._is_running = False
 
+    def adopt_records(self, lines: list[str]) -> None:
+        """Deliver records another voice server spooled and could not deliver (it left or died); they
+        are this server's now (the shared spool moved them). Plain def: callable from any task."""
+        adopted, unreadable = _pending_in_spool(lines)
+        if unreadable:
+            log.warning("app_outbox.spool_records_skipped", skipped_count=unreadable)
+        for item in adopted:
+            if len(self._pending) >= self._max_pending:
+                self._drop_oldest()
+            self._pending.append(item)
+        if adopted:
+            log.info("app_outbox.adopted", item_count=len(adopted), call_count=len({i.call_sid for i in adopted}))
+            self._idle.clear()
+            self._has_work.set()
+
     async def _replay_spool(self) -> None:
-        lines = await self._in_thread(self._spool.read_lines)
+        lines = await self._spool.read_lines()
         restored, unreadable = _pending_in_spool(lines)
         if unreadable:
             log.warning("app_outbox.spool_records_skipped", skipped_count=unreadable)
@@ -574,23 +631,13 @@ class AppServerOutbox:
         self._has_replayed = True
         self._update_idle()
 
-    async def _in_thread(self, function: Callable[..., _T], *args: Any) -> _T:
-        """Run blocking file I/O in the default executor. If cancelled, still wait for the thread
-        to finish, so no two file operations on the spool ever overlap."""
-        future = asyncio.get_running_loop().run_in_executor(None, function, *args)
-        try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            await future
-            raise
-
     async def _rewrite_spool(self) -> None:
         """Replace the spool with exactly the pending items (records buffered so far included)."""
         lines = [_spool_line(item.to_record()) for item in self._pending.snapshot()]
         self._unwritten.clear()
         self._is_writing = True
         try:
-            await self._in_thread(self._spool.rewrite, lines)
+            await self._spool.rewrite(lines)
         finally:
             self._is_writing = False
         self._records_in_spool = len(lines)
@@ -599,7 +646,7 @@ class AppServerOutbox:
         lines, self._unwritten = self._unwritten, []
         self._is_writing = True
         try:
-            await self._in_thread(self._spool.append, lines)
+            await self._spool.append(lines)
         finally:
             self._is_writing = False
         self._records_in_spool += len(lines)

@@ -17,14 +17,15 @@ from switchboard.knowledge.schemas import (
 router = APIRouter()
 
 
-@router.post("/resolve_tenant/")
+@router.post("/resolve_tenant/", response_model_exclude_none=True)  # max_concurrent_calls only when set
 async def resolve_tenant(
     body: ResolveTenantRequest, session: SessionDep
 ) -> ResolveTenantResponse:
     tenant = await repository.resolve_tenant(
         session, sip_domain=body.sip_domain, to=body.to, application_sid=body.application_sid
     )
-    return ResolveTenantResponse(bot_profile_key=tenant.key, credits=tenant.credits, has_credits=tenant.has_credits)
+    return ResolveTenantResponse(bot_profile_key=tenant.key, credits=tenant.credits, has_credits=tenant.has_credits,
+                                 max_concurrent_calls=tenant.max_concurrent_calls)
 
 
 @router.post("/call_profile/")
