@@ -175,3 +175,46 @@ async def test_key_tones_in_the_audio_cause_no_second_barge_in_and_no_answer_to_
 async def _wait_user_items(session: Any, count: int) -> list[dict[str, Any]]:
     await wait_until(lambda: len(_user_text_items(session)) >= count, timeout_s=5)
     return _user_text_items(session)
+
+
+async def test_a_repeated_dtmf_message_is_one_key_press(tmp_path: Path) -> None:
+    async with voice_stack(tmp_path, SWITCHBOARD_DTMF_PAUSE_MS=300) as stack, stack.caller() as caller:
+        session = await _answered(stack, caller)
+        pressed = {"event": "dtmf", "sequenceNumber": "900", "streamSid": caller.stream_sid,
+                   "dtmf": {"track": "inbound_track", "digit": "4"}}
+        await caller.send_raw(json.dumps(pressed))
+        await caller.send_raw(json.dumps(pressed))  # the same message twice: same stream, same sequenceNumber
+        await caller.send_raw(json.dumps({**pressed, "sequenceNumber": "899"}))  # older than one already seen
+        await caller.send_raw(json.dumps({**pressed, "sequenceNumber": "901", "dtmf": {**pressed["dtmf"], "digit": "5"}}))
+        await caller.send_raw(json.dumps({**pressed, "sequenceNumber": "902", "dtmf": {**pressed["dtmf"], "digit": "#"}}))
+
+        item = await session.wait_for_event("conversation.item.create", timeout_s=3,
+                                            predicate=lambda e: e["item"].get("role") == "user")
+        await session.wait_for_event("response.create", after_index=session.received.index(item), timeout_s=3)
+        assert [item["item"]["content"][0]["text"] for item in _user_text_items(session)] == [TYPED + "45"]
+        async with httpx.AsyncClient() as http:
+            metrics = (await http.get(stack.voice_url + "/metrics")).text
+        assert 'switchboard_bad_frames_total{kind="duplicate_dtmf",peer="twilio"} 2.0' in metrics
+        await caller.hang_up()
+
+
+async def test_keys_typed_before_the_model_session_opened_are_answered_after_the_greeting(tmp_path: Path) -> None:
+    slow = FakeRealtimeServer(api_key=API_KEY, session_created_delay_s=1.0)  # the model's session is slow to open
+    async with voice_stack(tmp_path, model=slow, SWITCHBOARD_DTMF_PAUSE_MS=200) as stack, stack.caller() as caller:
+        await caller.place_call(to="+15551230001", from_=CALLER)
+        await caller.connect_stream()
+        await _press(caller, "42#")  # typed while the session is still opening
+        session = await stack.model.wait_for_session(timeout_s=5)
+
+        greeting = await session.wait_for_event("response.create", timeout_s=5)
+        assert "Thanks for calling Acme Outdoor" in greeting["response"]["instructions"]
+        assert _user_text_items(session) == []  # nothing of the keypad before the greeting's request
+        await session.wait_for_sent("response.done", timeout_s=10)
+        item = await session.wait_for_event("conversation.item.create", timeout_s=5,
+                                            predicate=lambda e: e["item"].get("role") == "user")
+        assert item["item"]["content"] == [{"type": "input_text", "text": TYPED + "42"}]
+        assert session.received.index(greeting) < session.received.index(item)
+        answer = await session.wait_for_event("response.create", after_index=session.received.index(item), timeout_s=5)
+        assert "instructions" not in answer["response"]
+        assert session.protocol_errors == []
+        await caller.hang_up()

@@ -17,7 +17,7 @@ from twilio.request_validator import RequestValidator
 from switchboard.bridge.adapters.tickets_client import AppServerOutbox
 from switchboard.bridge.app import create_app as create_voice_app
 from switchboard.fakes.realtime_server import function_call
-from tests.bridge.harness import AUTH_TOKEN, SERVICE_TOKEN, voice_stack
+from tests.bridge.harness import AUTH_TOKEN, SERVICE_TOKEN, TENANT_YAML, voice_stack
 
 CALLER = "+15557654321"
 SUMMARY = "Order A-1001 arrived damaged; the caller wants a replacement before Friday."
@@ -178,3 +178,75 @@ async def test_the_action_is_answered_by_another_voice_server_of_the_deployment(
         assert answer.status_code == 200 and "nobody is free" in answer.text
         [ticket] = await stack.tickets(caller.call_sid)
         assert ticket["phone_number"] == CALLER and SUMMARY in ticket["reason"]
+
+
+def _signed_action(request: Any, call_sid: str) -> tuple[str, dict[str, str], dict[str, str]]:
+    """The `<Dial action>` of the REST update, with a no-answer signed as Twilio signs it."""
+    dial = ElementTree.fromstring(request.form["Twiml"]).find("Dial")
+    assert dial is not None
+    action_url = dial.get("action") or ""
+    params = {"AccountSid": "AC" + "0" * 32, "CallSid": call_sid, "DialCallStatus": "no-answer",
+              "DialBridged": "false", "From": CALLER, "To": "+15551230001"}
+    return action_url, params, {"X-Twilio-Signature": RequestValidator(AUTH_TOKEN).compute_signature(action_url, params)}
+
+
+async def test_a_retried_action_makes_no_second_callback_ticket(tmp_path: Path) -> None:
+    async with voice_stack(tmp_path) as stack, stack.caller() as caller:
+        stack.twilio_rest.human = "no-answer"
+        request = await _transfer(stack, caller)
+        leg = await stack.twilio_rest.wait_for_dial(timeout_s=10)
+        assert leg.action_status_code == 200
+        [ticket] = await stack.tickets(caller.call_sid)
+
+        # Twilio retries the webhook (it timed out on its side, say): same URL, same signed parameters.
+        action_url, params, headers = _signed_action(request, caller.call_sid)
+        async with httpx.AsyncClient() as http:
+            retried = await http.post(action_url, data=params, headers=headers)
+        assert retried.status_code == 200 and "nobody is free" in retried.text  # the caller's answer may repeat
+        assert await stack.tickets(caller.call_sid) == [ticket]
+
+
+async def test_a_callback_ticket_made_while_the_app_server_is_down_arrives_once_it_is_back(tmp_path: Path) -> None:
+    async with voice_stack(tmp_path) as stack, stack.caller() as caller:
+        stack.twilio_rest.human = "no-answer"
+        stack.app_network.is_down = True  # the voice server cannot reach the App server from here on
+        request = await _transfer(stack, caller)
+        leg = await stack.twilio_rest.wait_for_dial(timeout_s=10)
+        assert leg.action_status_code == 200 and "nobody is free" in (leg.action_twiml or "")
+        assert stack.twilio_rest.call_status(caller.call_sid) == "completed"
+        # Twilio retries the action meanwhile: still one ticket in the end.
+        action_url, params, headers = _signed_action(request, caller.call_sid)
+        async with httpx.AsyncClient() as http:
+            assert (await http.post(action_url, data=params, headers=headers)).status_code == 200
+        await asyncio.sleep(0.3)  # several outbox retries against the dead App server
+        assert await stack.tickets(caller.call_sid) == []
+
+        stack.app_network.is_down = False
+        assert await stack.outbox.wait_until_idle(timeout_s=10)
+        [ticket] = await stack.tickets(caller.call_sid)
+        assert ticket["kind"] == "callback" and ticket["phone_number"] == CALLER
+        assert SUMMARY in ticket["reason"] and "no-answer" in ticket["reason"]
+        messages = await _messages_until(stack, caller.call_sid, lambda ms: any(
+            m["role"] == "tool" and "not_answered" in (m.get("result") or "") for m in ms))
+        assert json.loads(_transfer_message(messages)["result"])["callback_ticket"] == "queued"
+
+
+async def test_the_callback_left_when_the_model_is_lost_survives_an_app_server_outage(tmp_path: Path) -> None:
+    no_transfer = TENANT_YAML.replace('    transfer: {number: "+15559990000", caller_id: "+15551230001"}\n', "")
+    assert no_transfer != TENANT_YAML
+    async with voice_stack(tmp_path, tenant_yaml=no_transfer, SWITCHBOARD_MODEL_RECONNECT_WINDOW_S=0.6) as stack, \
+            stack.caller() as caller:
+        await caller.place_call(to="+15551230001", from_=CALLER)
+        session = await stack.model.wait_for_session(timeout_s=5)
+        await caller.connect_stream()
+        await session.wait_for_event("response.create", timeout_s=5)
+        stack.app_network.is_down = True
+        await stack.model.aclose()  # the model is gone for good, and there is nobody to transfer to
+        request = await stack.twilio_rest.wait_for_request(timeout_s=10)
+        assert "<Say>" in request.form["Twiml"] and "<Dial" not in request.form["Twiml"]
+        assert await stack.tickets(caller.call_sid) == []
+
+        stack.app_network.is_down = False
+        assert await stack.outbox.wait_until_idle(timeout_s=10)
+        [ticket] = await stack.tickets(caller.call_sid)
+        assert ticket["phone_number"] == CALLER and "unavailable" in ticket["reason"]

@@ -399,3 +399,31 @@ async def test_an_answer_cut_short_is_stored_as_interrupted(tmp_path: Path) -> N
         await outbox.aclose()
         (message,) = (await read_conversation(server, "CA9"))["messages"]
         assert (message["text"], message["interrupted"]) == ("one two…", True)
+
+
+async def test_a_queued_ticket_survives_a_restart_and_is_created_once(tmp_path: Path) -> None:
+    spool_dir = tmp_path / "spool"
+    ticket = {"call_sid": "CA9", "kind": "callback", "phone_number": CALLER, "reason": "Transfer not answered.",
+              "requested_time": None, "idempotency_key": "CA9:transfer-callback:item_1"}
+    async with app_server_on_a_socket(tmp_path, started=False) as server:
+        first = make_outbox(server, spool_dir)
+        async with running(first):
+            first.create_ticket_nowait(**ticket)
+            first.create_ticket_nowait(**ticket)  # the same ticket queued twice (a retried webhook)
+            await asyncio.sleep(0.05)
+        await first.aclose()
+        assert first.pending == 2
+
+        await server.start()
+        second = make_outbox(server, spool_dir)
+        async with running(second):
+            assert await second.wait_until_idle(10.0)
+            # Created directly afterwards with the same key (another replica): the same ticket comes back.
+            direct = await second.create_ticket(**ticket)
+        await second.aclose()
+        async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {SERVICE_TOKEN}"}) as client:
+            tickets = (await client.get("/api/tickets", params={"call_sid": "CA9"})).json()["tickets"]
+
+    assert second.delivered_count == 2
+    assert [t["id"] for t in tickets] == [direct["id"]]
+    assert tickets[0]["phone_number"] == CALLER and tickets[0]["reason"] == "Transfer not answered."

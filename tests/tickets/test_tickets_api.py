@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 from structlog.testing import capture_logs
@@ -60,3 +61,27 @@ async def test_a_ticket_needs_a_known_kind_and_a_phone_number(app_server: AppSer
     assert "kind" in bad_kind.json()["detail"]
     assert "phone_number" in bad_number.json()["detail"]
     assert (await app_server.client.get("/api/tickets", params={"call_sid": "CA200"})).json() == {"tickets": []}
+
+
+async def test_a_repeated_idempotency_key_returns_the_first_ticket_and_creates_none(app_server: AppServer) -> None:
+    key = "CA203:transfer-callback:item_1"
+    first = await app_server.client.post("/api/tickets", json=ticket_body("CA203", idempotency_key=key))
+    # A retried webhook or an outbox redelivery: same key, answered with the ticket already made.
+    again = await app_server.client.post("/api/tickets", json=ticket_body("CA203", idempotency_key=key))
+    other = await app_server.client.post("/api/tickets", json=ticket_body("CA203", idempotency_key=key + "x"))
+    bad = await app_server.client.post("/api/tickets", json=ticket_body("CA203", idempotency_key="has space"))
+
+    assert first.status_code == 201 and again.status_code == 200 and other.status_code == 201
+    assert again.json() == first.json()
+    assert bad.status_code == 422
+    listed = (await app_server.client.get("/api/tickets", params={"call_sid": "CA203"})).json()["tickets"]
+    assert [t["id"] for t in listed] == [other.json()["id"], first.json()["id"]]
+
+
+async def test_two_creations_racing_with_one_key_make_one_ticket(app_server: AppServer) -> None:
+    body = ticket_body("CA204", idempotency_key="CA204:transfer-callback:item_1")
+    answers = await asyncio.gather(*(app_server.client.post("/api/tickets", json=body) for _ in range(4)))
+
+    assert sorted(a.status_code for a in answers) == [200, 200, 200, 201]
+    assert len({a.json()["id"] for a in answers}) == 1
+    assert len((await app_server.client.get("/api/tickets", params={"call_sid": "CA204"})).json()["tickets"]) == 1

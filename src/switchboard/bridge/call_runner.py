@@ -116,8 +116,14 @@ class AppOutbox(ConversationRecorder, Protocol):
     async def wait_until_idle(self, timeout_s: float) -> bool: ...
 
     async def create_ticket(
-        self, *, call_sid: str, kind: str, phone_number: str, reason: str, requested_time: str | None
+        self, *, call_sid: str, kind: str, phone_number: str, reason: str, requested_time: str | None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]: ...
+
+    def create_ticket_nowait(
+        self, *, call_sid: str, kind: str, phone_number: str, reason: str, requested_time: str | None,
+        idempotency_key: str,
+    ) -> None: ...
 
 
 ToolExecutor = Callable[["LiveCall", str, dict[str, Any]], "asyncio.Future[str] | Any"]
@@ -189,6 +195,8 @@ class LiveCall:
         self._timer_at: float | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self._bad_frames: dict[str, int] = {}
+        # The stream's sequenceNumber of the last key press: increasing per stream, so one not above it is a repeat.
+        self._last_key_sequence: int | None = None
         self.timings = CallTimings(created_at=deps.clock.now())
         self.timeline = TurnTimeline()
         self.observer: CallObserver = deps.observer_factory()
@@ -578,6 +586,13 @@ class LiveCall:
         if kind is PlaybackMarked:
             self.timeline.mark_played(cast(PlaybackMarked, event).name, self.deps.clock.now())
         elif kind is CallerPressedKey:
+            sequence = cast(CallerPressedKey, event).sequence_number
+            if sequence is not None:
+                if self._last_key_sequence is not None and sequence <= self._last_key_sequence:
+                    # The same `dtmf` again (a duplicate delivery): not a second press, no second barge-in.
+                    self._count_bad_frame("twilio", "duplicate_dtmf")
+                    return
+                self._last_key_sequence = sequence
             # A key interrupts as speech does: its reaction (dtmf read -> clear written) is a barge-in's.
             self.timeline.caller_started_speaking(self.deps.clock.now())
         elif kind is StreamStarted:
@@ -836,12 +851,21 @@ class LiveCall:
         recorder = self.deps.recorder
         if recorder is None or not hasattr(recorder, "create_ticket") or not self.context.caller_number:
             return
+        fields: dict[str, Any] = {
+            "call_sid": self.context.call_sid, "kind": "callback", "phone_number": self.context.caller_number,
+            "reason": reason, "requested_time": None,
+            "idempotency_key": f"{self.context.call_sid}:model-unavailable-callback"}
         try:
-            await recorder.create_ticket(call_sid=self.context.call_sid, kind="callback",
-                                         phone_number=self.context.caller_number, reason=reason,
-                                         requested_time=None)
-        except SwitchboardError as exc:
-            log.error("callback_ticket.failed", error=type(exc).__name__)
+            async with asyncio.timeout(self.deps.settings.http_timeout_s * 2):
+                await recorder.create_ticket(**fields)
+        except (TimeoutError, SwitchboardError) as exc:
+            if (isinstance(exc, TimeoutError) or getattr(exc, "retryable", False)) and hasattr(
+                    recorder, "create_ticket_nowait"):
+                # The App server is down too: the durable outbox delivers it once it is back.
+                recorder.create_ticket_nowait(**fields)
+                log.warning("callback_ticket.queued", error=type(exc).__name__)
+            else:
+                log.error("callback_ticket.failed", error=type(exc).__name__)
 
     def _summary(self) -> str:
         """A short hand-over note for the human agent: the last lines of the conversation."""

@@ -231,34 +231,49 @@ def transfer_router(settings: VoiceSettings, validator: RequestValidator, clock:
             return _twiml(hang_up_twiml())
         reason = status if status in NOT_ANSWERED else f"{status or 'unknown'} (not bridged)"
         outcome = {"ok": False, "status": "not_answered", "dial_call_status": reason}
-        ticket_id = await _callback_ticket(request, hand_over, reason, settings.http_timeout_s)
-        if ticket_id is not None:
-            outcome["callback_ticket_id"] = ticket_id
+        ticket = await _callback_ticket(request, hand_over, reason, settings.http_timeout_s)
+        outcome.update(ticket)
         record_outcome(request, hand_over, outcome)
         log.info("transfer.not_answered", dial_call_status=reason, caller=mask_phone(hand_over.caller_number),
-                 ticket_created=ticket_id is not None)
+                 ticket_created="callback_ticket_id" in ticket, ticket_queued="callback_ticket" in ticket)
         return _twiml(nobody_free_twiml())
 
     return router
 
 
+def callback_ticket_key(hand_over: HandOver) -> str:
+    """The callback ticket's idempotency key: one ticket per transfer, however often Twilio retries the
+    action, whichever replica answers it, and whether it is created at once or later by the outbox."""
+    return f"{hand_over.call_sid}:transfer-callback:{hand_over.message_id or 'dial'}"[:200]
+
+
 async def _callback_ticket(request: Request, hand_over: HandOver, dial_call_status: str,
-                           timeout_s: float) -> Any:
-    """A callback ticket with the caller's full number and the summary; its id, or None if it failed."""
+                           timeout_s: float) -> dict[str, Any]:
+    """A callback ticket with the caller's full number and the summary. Returns what the record shows:
+    `{"callback_ticket_id": id}`; `{"callback_ticket": "queued"}` when the App server could not be reached
+    (the outbox delivers it once it is back); `{}` when it could not be created at all."""
     recorder = getattr(getattr(request.app.state, "deps", None), "recorder", None)
     if recorder is None or not hasattr(recorder, "create_ticket") or not hand_over.caller_number:
         log.error("transfer.ticket_failed", reason="no_ticket_service_or_number")
-        return None
+        return {}
     what = hand_over.summary or hand_over.reason or "The caller asked for a person."
+    ticket_fields: dict[str, Any] = {
+        "call_sid": hand_over.call_sid, "kind": "callback", "phone_number": hand_over.caller_number,
+        "reason": f"Transfer not answered ({dial_call_status}). {what}", "requested_time": None,
+        "idempotency_key": callback_ticket_key(hand_over)}
     try:
         async with asyncio.timeout(timeout_s * 2):
-            ticket = await recorder.create_ticket(
-                call_sid=hand_over.call_sid, kind="callback", phone_number=hand_over.caller_number,
-                reason=f"Transfer not answered ({dial_call_status}). {what}", requested_time=None)
+            ticket = await recorder.create_ticket(**ticket_fields)
     except (TimeoutError, SwitchboardError) as exc:
+        retryable = isinstance(exc, TimeoutError) or getattr(exc, "retryable", False)
+        if retryable and hasattr(recorder, "create_ticket_nowait"):
+            # The App server is down (or slow): the outbox keeps it, spooled, and delivers it when it is back.
+            recorder.create_ticket_nowait(**ticket_fields)
+            log.warning("transfer.ticket_queued", error=type(exc).__name__)
+            return {"callback_ticket": "queued"}
         log.error("transfer.ticket_failed", error=type(exc).__name__)
-        return None
-    return ticket.get("id")
+        return {}
+    return {"callback_ticket_id": ticket.get("id")}
 
 
 def _twiml(xml: str) -> Response:

@@ -527,6 +527,8 @@ class FakeRealtimeSession:
                             "the GA API.", None)
                         await self._connection.close(4000, "beta api shape disabled")
                         return
+                    if self.server.session_created_delay_s:
+                        await asyncio.sleep(self.server.session_created_delay_s)
                     await self._send({"type": "session.created", "session": self.config})
                     async for message in self._connection:
                         await self._receive(message)
@@ -1138,13 +1140,16 @@ class FakeRealtimeServer:
     tests drive turns with `session.speech_started()` / `speech_stopped()`.
     `audio_ms_per_delta` / `delta_interval_s`: response audio is cut in deltas of that many ms, sent that
     far apart (default 100 ms every 10 ms: ten times real time, like the real service).
+    `session_created_delay_s`: how long after the upgrade `session.created` comes (a slow session set-up).
     """
 
     def __init__(self, *, api_key: str | None = None, host: str = "127.0.0.1", port: int = 0,
                  energy_vad: bool = False, energy_vad_threshold_rms: float = 500.0,
                  audio_ms_per_delta: int = 100, delta_interval_s: float = 0.01,
-                 default_script: ResponseScript = DEFAULT_SCRIPT, close_timeout_s: float = 5.0) -> None:
+                 default_script: ResponseScript = DEFAULT_SCRIPT, close_timeout_s: float = 5.0,
+                 session_created_delay_s: float = 0.0) -> None:
         self.api_key = api_key
+        self.session_created_delay_s = session_created_delay_s
         self.host = host
         self.energy_vad = energy_vad
         self.energy_vad_threshold_rms = energy_vad_threshold_rms

@@ -118,6 +118,7 @@ class Ticket(Base):
     is created directly by a tool while the conversation may still be in the voice server's outbox."""
 
     __tablename__ = "tickets"
+    __table_args__ = (Index("ux_tickets_idempotency_key", "idempotency_key", unique=True),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     call_sid: Mapped[str] = mapped_column(String(64), index=True)
@@ -127,3 +128,6 @@ class Ticket(Base):
     requested_time: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # Chosen by the creator (e.g. `<call_sid>:transfer-callback:<id>`): a creation repeated with the same key
+    # (a retried webhook, an outbox redelivery) returns this ticket instead of making another.
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))

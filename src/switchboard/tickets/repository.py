@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard.logs import mask_phone
@@ -198,22 +199,41 @@ class TicketRepository:
         self._session = session
         self._events = events
 
-    async def create_ticket(self, request: TicketCreate, *, created_at: datetime) -> Ticket:
+    async def create_ticket(self, request: TicketCreate, *, created_at: datetime) -> tuple[Ticket, bool]:
+        """The new ticket and True; or, for an `idempotency_key` seen before, that ticket and False."""
+        key = request.idempotency_key
+        if key is not None:
+            existing = await self._by_idempotency_key(key)
+            if existing is not None:
+                return existing, False
+        try:
+            async with self._session.begin():
+                ticket = Ticket(
+                    call_sid=request.call_sid,
+                    kind=request.kind,
+                    phone_number=request.phone_number.strip(),
+                    reason=request.reason,
+                    requested_time=request.requested_time,
+                    status="open",
+                    created_at=created_at,
+                    idempotency_key=key,
+                )
+                self._session.add(ticket)
+                await self._session.flush()
+                if self._events is not None:
+                    await self._events.ticket_created(self._session, ticket)
+        except IntegrityError:
+            # Two creations with one key raced (two replicas, a retry during the first): the other won.
+            existing = await self._by_idempotency_key(key) if key is not None else None
+            if existing is None:
+                raise
+            return existing, False
+        return ticket, True
+
+    async def _by_idempotency_key(self, key: str) -> Ticket | None:
         async with self._session.begin():
-            ticket = Ticket(
-                call_sid=request.call_sid,
-                kind=request.kind,
-                phone_number=request.phone_number.strip(),
-                reason=request.reason,
-                requested_time=request.requested_time,
-                status="open",
-                created_at=created_at,
-            )
-            self._session.add(ticket)
-            await self._session.flush()
-            if self._events is not None:
-                await self._events.ticket_created(self._session, ticket)
-        return ticket
+            found: Ticket | None = await self._session.scalar(select(Ticket).where(Ticket.idempotency_key == key))
+            return found
 
     async def with_external(self, views: list[TicketView]) -> list[TicketView]:
         """The views with their helpdesk copies (`external`) and helpdesk errors filled in."""

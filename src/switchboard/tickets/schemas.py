@@ -80,6 +80,8 @@ class TicketCreate(_Request):
     phone_number: str = Field(min_length=3, max_length=40, pattern=r"^\+?[0-9][0-9 ().\-]*$")
     reason: str = Field(min_length=1, max_length=10_000)
     requested_time: str | None = Field(default=None, max_length=200)
+    # Optional: the same key again returns the ticket it first created (200) instead of a new one (201).
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")
 
 
 class MessageView(BaseModel):

@@ -210,3 +210,27 @@ def test_digits_typed_before_the_model_session_opened_reach_it_when_it_does():
     assert item.item["content"][0]["text"] == TYPED + "42"
     assert len(of_type(opened, RequestModelResponse)) == 1
     assert opened.index(item) < opened.index(of_type(opened, RequestModelResponse)[0])
+
+
+def test_digits_typed_before_the_session_opened_follow_the_greeting():
+    call = CallStateMachine(settings(dtmf_pause_s=1.0, greeting="Hello, Acme here."))
+    call.handle(StreamStarted(stream_sid="MZ0001", call_sid="CA0001"), now=0.0)
+    _press(call, "42#", start=0.1)
+    _press(call, "7#", start=0.3)
+
+    # The greeting goes first, with nothing of the keypad in the conversation yet.
+    opened = call.handle(ModelSessionOpened(), now=0.5)
+    [greeting] = of_type(opened, RequestModelResponse)
+    assert "Hello, Acme here." in (greeting.instructions or "")
+    assert of_type(opened, AddConversationItem) == []
+    # A key while the greeting plays: it interrupts (as speech does) and queues behind the earlier digits.
+    call.handle(ModelResponseStarted(response_id="resp_g", request_id=greeting.request_id), now=0.6)
+    during = call.handle(CallerPressedKey("9"), now=0.62) + call.handle(CallerPressedKey("#"), now=0.64)
+    assert of_type(during, AddConversationItem) == [] and of_type(during, RequestModelResponse) == []
+    # Once the greeting's response is done: the digits, in the order typed, then one response.create.
+    after = call.handle(ModelResponseDone(response_id="resp_g", status="cancelled"), now=0.7)
+    texts = [a.item["content"][0]["text"] for a in of_type(after, AddConversationItem)]
+    assert texts == [TYPED + "42", TYPED + "7", TYPED + "9"]
+    [request] = of_type(after, RequestModelResponse)
+    assert request.instructions is None
+    assert after.index(of_type(after, AddConversationItem)[-1]) < after.index(request)

@@ -52,7 +52,7 @@ GOLDEN_FROM_TWILIO = [
     (
         {"event": "dtmf", "sequenceNumber": "5", "streamSid": STREAM_SID,
          "dtmf": {"track": "inbound_track", "digit": "1"}},
-        CallerPressedKey("1"),
+        CallerPressedKey("1", 5),
     ),
     (
         {"event": "mark", "sequenceNumber": "4", "streamSid": STREAM_SID, "mark": {"name": "my label"}},
@@ -123,6 +123,7 @@ def test_an_echoed_mark_parses_back_to_the_name_we_sent():
         ('{"event": "dtmf", "dtmf": {"track": "inbound_track", "digit": "12"}}', "bad_dtmf"),
         ('{"event": "dtmf", "dtmf": {"track": "inbound_track", "digit": "x"}}', "bad_dtmf"),
         ('{"event": "dtmf", "dtmf": {"track": "inbound_track", "digit": 5}}', "bad_dtmf"),
+        ('{"event": "dtmf", "sequenceNumber": "five", "dtmf": {"track": "inbound_track", "digit": "5"}}', "bad_dtmf"),
     ],
 )
 def test_rejects_malformed_messages_with_a_fixed_kind(raw, kind):

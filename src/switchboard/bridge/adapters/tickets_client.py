@@ -37,7 +37,7 @@ _RETRYABLE_4XX = frozenset({401, 403, 408, 425, 429})
 
 log = get_logger("switchboard.bridge.app_server")
 
-ItemKind = Literal["open", "message", "end"]
+ItemKind = Literal["open", "message", "end", "ticket"]
 _T = TypeVar("_T")
 
 
@@ -61,6 +61,8 @@ class OutboxItem:
 
     def request(self) -> tuple[str, str]:
         path = f"/api/conversations/{quote(self.call_sid, safe='')}"
+        if self.kind == "ticket":
+            return "POST", "/api/tickets"
         if self.kind == "open":
             return "PUT", path
         if self.kind == "message":
@@ -97,7 +99,7 @@ def _pending_in_spool(lines: list[str]) -> tuple[list[OutboxItem], int]:
         try:
             record = json.loads(line)
             if record["op"] == "enqueue":
-                if record["kind"] not in ("open", "message", "end") or not isinstance(record["body"], dict):
+                if record["kind"] not in ("open", "message", "end", "ticket") or not isinstance(record["body"], dict):
                     raise ValueError("unknown item")
                 item = OutboxItem(str(record["id"]), str(record["call_sid"]), record["kind"], record["body"])
                 pending[item.item_id] = item
@@ -445,6 +447,17 @@ class AppServerOutbox:
             body["summary"] = summary
         self._enqueue(call_sid, "end", body)
 
+    def create_ticket_nowait(
+        self, *, call_sid: str, kind: str, phone_number: str, reason: str, requested_time: str | None,
+        idempotency_key: str,
+    ) -> None:
+        """Queue a ticket that must survive an App server outage (and a restart: it is spooled like a
+        message). Delivered in order with the call's record; the idempotency key makes a redelivery, or a
+        ticket that `create_ticket` did create before its answer was lost, count once."""
+        body = {"call_sid": call_sid, "kind": kind, "phone_number": phone_number, "reason": reason,
+                "requested_time": requested_time, "idempotency_key": idempotency_key}
+        self._enqueue(call_sid, "ticket", body)
+
     def _enqueue(self, call_sid: str, kind: ItemKind, body: dict[str, Any]) -> None:
         item = OutboxItem(uuid.uuid4().hex, call_sid, kind, body)
         try:
@@ -519,17 +532,21 @@ class AppServerOutbox:
     # -- direct calls -----------------------------------------------------------------------------
 
     async def create_ticket(
-        self, *, call_sid: str, kind: str, phone_number: str, reason: str, requested_time: str | None
+        self, *, call_sid: str, kind: str, phone_number: str, reason: str, requested_time: str | None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        """Create a ticket now and return it (`id`, `status`, ...), within request_timeout_s.
+        """Create a ticket now and return it (`id`, `status`, ...), within request_timeout_s. With an
+        `idempotency_key` used before, the App server answers the ticket it created then.
 
         Raises:
             UpstreamTimeout, UpstreamUnavailable: the App server did not answer, or answered 5xx.
             AppServerRejected: the App server refused the ticket (4xx), e.g. an invalid phone number.
             UpstreamProtocolError: the answer was not a JSON object.
         """
-        body = {"call_sid": call_sid, "kind": kind, "phone_number": phone_number, "reason": reason,
-                "requested_time": requested_time}
+        body: dict[str, Any] = {"call_sid": call_sid, "kind": kind, "phone_number": phone_number, "reason": reason,
+                                "requested_time": requested_time}
+        if idempotency_key is not None:
+            body["idempotency_key"] = idempotency_key
         ticket = await self._send("POST", "/api/tickets", body, operation="create_ticket")
         log.info("app_server.ticket_created", call_sid=call_sid, ticket_id=ticket.get("id"), kind=kind)
         return ticket

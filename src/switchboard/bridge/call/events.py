@@ -34,9 +34,11 @@ class PlaybackMarked:
 
 @dataclass(frozen=True, slots=True)
 class CallerPressedKey:
-    """Twilio `dtmf`: one key (`0`-`9`, `*`, `#`), one message per press."""
+    """Twilio `dtmf`: one key (`0`-`9`, `*`, `#`), one message per press. `sequence_number` is the stream's
+    message counter (None if Twilio left it out): a repeat of one already seen is not a new press."""
 
     digit: str
+    sequence_number: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

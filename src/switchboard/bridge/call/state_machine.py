@@ -304,6 +304,10 @@ class CallStateMachine:
 
         # Model session recovery: what was said, to replay into a new session.
         self._greeted = False
+        # Keys typed before the first session opened: added after the greeting's response.create, so the
+        # caller hears the greeting first and the model answers the digits next.
+        self._items_after_greeting: list[dict[str, Any]] = []
+        self._greeting_request_id: str | None = None
         self._reconnecting = False
         self._resume_after_reconnect = False
         # What a new session is told after a drop: the recent conversation (older turns are let go).
@@ -616,7 +620,9 @@ class CallStateMachine:
         item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
         out.append(RecordMessage(seq=seq, role="user", text=text, message_id=message_id))
         self._remember(seq, message_id, item)
-        if self._model_open:
+        if self._items_after_greeting:
+            self._items_after_greeting.append(item)  # keeps its place after the digits typed earlier
+        elif self._model_open:
             out.append(AddConversationItem(item))
         self._queue_request(None)  # sent once no response is active: never two at once
 
@@ -629,9 +635,13 @@ class CallStateMachine:
         s = self.settings
         out.append(self._session_config())
         if not self._reconnecting:
-            # Keys typed before the first session opened: the only conversation there is yet.
-            for _, item in sorted(self._history.values(), key=lambda entry: entry[0]):
-                out.append(AddConversationItem(item))
+            # Keys typed before the first session opened: the only conversation there is yet. With a
+            # greeting to say, they follow its response.create (see _send_next_request).
+            early = [item for _, item in sorted(self._history.values(), key=lambda entry: entry[0])]
+            if s.greeting and not self._greeted:
+                self._items_after_greeting = early
+            else:
+                out.extend(AddConversationItem(item) for item in early)
         if self._reconnecting:
             # A new session after a drop: replay the conversation so far, then carry on.
             self._reconnecting = False
@@ -652,9 +662,12 @@ class CallStateMachine:
             self._send_next_request(out)
         elif s.greeting and not self._greeted:
             self._greeted = True
+            # First, ahead of any keys typed before the session opened.
             self._queue_request(
-                f"The call has just been answered. Greet the caller with exactly this sentence: \"{s.greeting}\""
+                f"The call has just been answered. Greet the caller with exactly this sentence: \"{s.greeting}\"",
+                front=True,
             )
+            self._greeting_request_id = self._pending_requests[0].request_id
             self._send_next_request(out)
         while self._buffered_caller_audio:
             out.append(AppendCallerAudio(self._buffered_caller_audio.popleft()))
@@ -670,6 +683,7 @@ class CallStateMachine:
             return
         self._reconnecting = True
         self._model_open = False
+        self._items_after_greeting = []  # they are in the history the new session replays
         # The response in flight died with the socket; its audio already here still plays.
         if self._active_response_id is not None or self._inflight_request is not None:
             self._resume_after_reconnect = True
@@ -693,6 +707,7 @@ class CallStateMachine:
             return
         self._reconnecting = True
         self._model_open = False
+        self._items_after_greeting = []  # replayed with the history
         out.append(ReconnectModel())
 
     def _on_model_lost(self, out: list[CallAction]) -> None:
@@ -1094,6 +1109,9 @@ class CallStateMachine:
         ):
             return
         request = self._pending_requests.popleft()
+        if self._items_after_greeting and request.request_id != self._greeting_request_id:
+            out.extend(AddConversationItem(item) for item in self._items_after_greeting)
+            self._items_after_greeting = []
         self._inflight_request = request
         self._last_sent_request = request
         out.append(request)

@@ -85,7 +85,13 @@ def parse_twilio_message(message: str | bytes) -> TwilioEvent:
             # One key per message (protocols-addendum A.1); anything else is not a key we know.
             if not isinstance(digit, str) or len(digit) != 1 or digit not in DTMF_KEYS:
                 raise TwilioProtocolError("bad_dtmf")
-            return CallerPressedKey(digit)
+            # A JSON string ("5") per the protocol; compared as an int (protocols-addendum A.1).
+            sequence = data.get("sequenceNumber")
+            if sequence is None:
+                return CallerPressedKey(digit)
+            if not isinstance(sequence, str | int) or isinstance(sequence, bool) or not str(sequence).isdigit():
+                raise TwilioProtocolError("bad_dtmf")
+            return CallerPressedKey(digit, int(sequence))
         if event == "stop":
             return CallerHungUp()
         if event == "connected":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, Query, Response, status
 
 from switchboard.logs import get_logger, mask_phone
 from switchboard.tickets.context import AppServerContext
@@ -39,9 +39,14 @@ async def list_tickets(
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, dependencies=[Depends(require_service_token)])
-async def create_ticket(body: TicketCreate, repository: Repository, context: Context) -> TicketView:
-    """Create an open ticket; the phone number is kept in full (a callback needs it)."""
-    ticket = await repository.create_ticket(body, created_at=context.clock.wall())
+async def create_ticket(body: TicketCreate, repository: Repository, context: Context, response: Response) -> TicketView:
+    """Create an open ticket (201); the phone number is kept in full (a callback needs it). With an
+    `idempotency_key` already used, nothing is created and the first ticket is answered (200)."""
+    ticket, is_new = await repository.create_ticket(body, created_at=context.clock.wall())
+    if not is_new:
+        response.status_code = status.HTTP_200_OK
+        log.info("ticket.repeated", ticket_id=ticket.id, call_sid=body.call_sid, kind=body.kind)
+        return ticket_view(ticket)
     context.wake_integrations()
     context.metrics.tickets_created.labels(kind=body.kind).inc()
     log.info("ticket.created", ticket_id=ticket.id, call_sid=body.call_sid, kind=body.kind)
