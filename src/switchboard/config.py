@@ -5,6 +5,7 @@ A missing or malformed setting stops start-up with one line naming it (`Settings
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 import socket
@@ -54,6 +55,9 @@ class VoiceSettings(_Base):
     cartesia_base_url: str = Field(default="https://api.cartesia.ai", alias="CARTESIA_BASE_URL")
     ai_server_url: str = Field(default="http://127.0.0.1:8081", alias="AI_SERVER_URL")
     app_server_url: str = Field(default="http://127.0.0.1:8082", alias="APP_SERVER_URL")
+    # Where people reach the App server's dashboard; each call's Opik trace links to /ui/calls/{call_sid}
+    # under it. Unset: APP_SERVER_URL (right when the voice server reaches the App server at its public URL).
+    app_public_url: str | None = Field(default=None, alias="SWITCHBOARD_APP_PUBLIC_URL")
     inactivity_prompt_s: float = Field(default=30.0, gt=0, alias="SWITCHBOARD_INACTIVITY_PROMPT_S")
     inactivity_hangup_s: float = Field(default=30.0, gt=0, alias="SWITCHBOARD_INACTIVITY_HANGUP_S")
     max_call_s: float = Field(default=1800.0, gt=0, alias="SWITCHBOARD_MAX_CALL_S")
@@ -110,6 +114,11 @@ class VoiceSettings(_Base):
     def realtime_url(self) -> str:
         return self.switchboard_engine_url if self.uses_local_engine else self.openai_realtime_url
 
+    @property
+    def dashboard_base_url(self) -> str:
+        """The App server's public base URL, for links to the dashboard."""
+        return (self.app_public_url or self.app_server_url).rstrip("/")
+
 
 class AISettings(_Base):
     ai_database_url: str = Field(default="sqlite+aiosqlite:///./var/ai.db", alias="AI_DATABASE_URL")
@@ -134,6 +143,22 @@ class AppSettings(_Base):
     # Signs dashboard session cookies; every App server of a deployment must share it (contract §2).
     session_secret: str = Field(default_factory=_generated_token, min_length=16, alias="SWITCHBOARD_SESSION_SECRET")
     session_ttl_s: float = Field(default=12 * 3600.0, gt=0, alias="SWITCHBOARD_SESSION_TTL_S")
+    # Proxies (IP addresses or networks, comma-separated; `*` for any) whose X-Forwarded-Proto and
+    # X-Forwarded-For are believed: a TLS-terminating load balancer makes the request https (Secure
+    # cookies) and names the client (sign-in rate limit). Anyone else's forwarded headers are ignored.
+    trusted_proxies: str = Field(default="127.0.0.1", alias="SWITCHBOARD_TRUSTED_PROXIES")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_trusted_proxies(cls, value: str) -> str:
+        for item in (part.strip() for part in value.split(",")):
+            if item in ("", "*"):
+                continue
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network") from None
+        return value
     # The model a call's usage is priced as (the voice server's own variable).
     openai_realtime_model: str = Field(default="gpt-realtime", alias="OPENAI_REALTIME_MODEL")
     # Opik's own variables: the dashboard links each call to its trace when they say where Opik is.

@@ -137,6 +137,8 @@ def serve(service: str, *, host: str, port: int) -> int:
     config = uvicorn.Config(
         app, host=host, port=port, loop=_loop_kind(), log_config=None, access_log=False,
         timeout_graceful_shutdown=5, ws_max_size=1 << 20, lifespan="on",
+        # The App server trusts forwarded headers from SWITCHBOARD_TRUSTED_PROXIES only (in its app).
+        proxy_headers=service != "app",
         ws=DIRECT_WS_PROTOCOL,  # the Media Stream's direct text channel (bridge/adapters/direct_ws.py)
     )
     server = DrainingServer(config, app, drain_timeout_s)

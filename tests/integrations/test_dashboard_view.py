@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from switchboard.fakes.helpdesks import FakeFreshdesk, FakeZendesk
 from switchboard.tickets.database import create_engine
 from tests.integrations.harness import integration_stack, tenant_yaml, webhook_entry
+from tests.integrations.test_helpdesks import ENVIRON, helpdesks_entry, wait_for_ticket
 from tests.integrations.webhook_receiver import SECRET, WebhookReceiver
 from tests.tickets.dashboard_data import add_user, create_key, sign_in
 
@@ -44,3 +46,42 @@ async def test_each_tenant_sees_its_own_endpoints_figures_in_the_dashboard_and_t
     assert "503" in html  # the last error, as the endpoint answered
     assert [(e["tenant"], e["label"], e["sent"]) for e in globex_view] == [("globex", globex_hook.url, 1)]
     assert asked_for_acme == []
+
+
+async def test_call_and_tickets_pages_show_helpdesk_links_and_refusals_to_their_tenant_only(
+    database_url: str, tmp_path: Path
+) -> None:
+    environ = {**ENVIRON, "ACME_FRESHDESK_KEY": "wrong-key"}  # Freshdesk refuses (401); Zendesk takes it
+    async with FakeFreshdesk() as freshdesk, FakeZendesk() as zendesk:
+        stack_context = integration_stack(database_url, tmp_path, tenant_yaml(helpdesks_entry(freshdesk, zendesk)),
+                                          environ=environ)
+        async with stack_context as stack:
+            await stack.open_call("CA700")
+            await stack.create_ticket("CA700")
+            await wait_for_ticket(stack, "CA700", lambda t: len(t["external"]) == 1 and len(t["integration_errors"]) == 1)
+            engine = create_engine(database_url)
+            try:
+                await add_user(engine, "dev@acme.test", "acme-support", "developer")
+                await add_user(engine, "dev@globex.test", "globex", "developer")
+            finally:
+                await engine.dispose()
+            async with stack.browser() as acme:
+                assert (await sign_in(acme, "dev@acme.test")).status_code == 303
+                call_page = await acme.get("/ui/calls/CA700")
+                tickets_page = await acme.get("/ui/tickets")
+            async with stack.browser() as globex:
+                assert (await sign_in(globex, "dev@globex.test")).status_code == 303
+                globex_call = await globex.get("/ui/calls/CA700")
+                globex_tickets = await globex.get("/ui/tickets")
+
+    zendesk_link = f'href="{zendesk.base_url}/agent/tickets/1"'
+    refusal = "freshdesk: 401 You have to be logged in to perform this action."
+    for page in (call_page, tickets_page):
+        assert page.status_code == 200
+        assert zendesk_link in page.text and "Zendesk #1" in page.text
+        assert "Freshdesk\n    retrying: " + refusal in page.text
+    assert globex_call.status_code == 404
+    assert globex_tickets.status_code == 200
+    for text in (zendesk_link, refusal, "Zendesk #1"):
+        assert text not in globex_tickets.text and text not in globex_call.text
+    assert "CA700" not in globex_tickets.text

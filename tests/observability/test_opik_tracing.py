@@ -95,7 +95,8 @@ async def test_a_call_is_one_trace_with_a_span_per_response_and_tool_carrying_us
     tmp_path: Path, fake_opik: FakeOpik,
 ) -> None:
     tracer = OpikTracer.from_environment(_opik_env(fake_opik), prices=load_price_table({}), vendor="openai",
-                                         model="gpt-realtime", clock=SystemClock())
+                                         model="gpt-realtime", clock=SystemClock(),
+                                         dashboard_base_url="https://app.example.com/")
     try:
         async with serve_on_loopback(_tool_app()) as tool_url, observed_voice_stack(
             tmp_path, tenant_yaml=_tenant_with_tools(tool_url), observer_factory=tracer.observer,
@@ -127,6 +128,8 @@ async def test_a_call_is_one_trace_with_a_span_per_response_and_tool_carrying_us
     assert trace["input"] == {"tenant": "acme-support", "caller": "+1******4321", "is_sip_call": False}
     metadata = trace["metadata"]
     assert metadata["call_sid"] == caller.call_sid
+    # ... and the trace links back to the call's dashboard page.
+    assert metadata["dashboard_url"] == f"https://app.example.com/ui/calls/{caller.call_sid}"
     assert metadata["end_reason"] == conversation["end_reason"] == "caller_hung_up"
     assert metadata["model"] == "gpt-realtime" and metadata["price_table_as_of"]
     assert trace["output"]["end_reason"] == "caller_hung_up"
@@ -229,8 +232,26 @@ async def test_tracing_is_off_without_opik_variables_and_on_with_them(fake_opik:
     assert trace["id"] == trace_id
     assert trace["metadata"]["end_reason"] == "end_call" and trace["metadata"]["is_sip_call"] is True
     assert trace["tags"] == ["acme", "end_call"]
+    assert trace["metadata"]["dashboard_url"] == "http://127.0.0.1:8082/ui/calls/CA" + "1" * 32  # APP_SERVER_URL
     request = next(r for r in fake_opik.requests if r.path.endswith("/traces/batch"))
     assert request.headers.get("Comet-Workspace") == "default"
+
+
+async def test_the_trace_links_to_the_dashboard_at_the_app_servers_public_url(fake_opik: FakeOpik) -> None:
+    settings = VoiceSettings(OPENAI_API_KEY="sk-test", TWILIO_AUTH_TOKEN="token",
+                             APP_SERVER_URL="http://app.internal:8082",
+                             SWITCHBOARD_APP_PUBLIC_URL="https://dashboard.example.com/")
+    factory = build_observer_factory(settings, environ=_opik_env(fake_opik))
+    observer = factory()
+    call_sid = "CA" + "3" * 32
+    observer.call_started(call_sid=call_sid, tenant="acme", caller_masked="+1******0123", is_sip_call=False)
+    from switchboard.bridge.timeline import TurnTimeline
+
+    observer.call_ended(end_reason="caller_hung_up", duration_s=3.0, usage={}, timeline=TurnTimeline())
+    tracer = factory.__self__  # type: ignore[attr-defined]  # the bound OpikTracer.observer
+    assert await tracer.flush(10)
+    [trace] = fake_opik.traces()
+    assert trace["metadata"]["dashboard_url"] == f"https://dashboard.example.com/ui/calls/{call_sid}"
 
 
 async def test_a_backend_that_refuses_or_fails_loses_only_tracing_and_says_so() -> None:

@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -111,7 +112,7 @@ class OpikTracer:
     def __init__(self, *, base_url: str, headers: Mapping[str, str], project_name: str, prices: PriceTable,
                  vendor: str, model: str, clock: Clock, flush_interval_s: float = 1.0, batch_size: int = 200,
                  max_queued: int = 20_000, request_timeout_s: float = 10.0, retries: int = 3,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None, dashboard_base_url: str | None = None) -> None:
         from opik import id_helpers
 
         self.base_url = base_url.rstrip("/")
@@ -121,6 +122,8 @@ class OpikTracer:
         self.vendor = vendor
         self.model = model
         self.clock = clock
+        # The App server's public URL: each call's trace links to its dashboard page under it.
+        self.dashboard_base_url = dashboard_base_url.rstrip("/") if dashboard_base_url else None
         self.new_id: Callable[[], str] = id_helpers.generate_id
         self.flush_interval_s = flush_interval_s
         self.batch_size = batch_size
@@ -271,6 +274,9 @@ class OpikCallObserver:
         self._started_at = self._tracer.clock.now()
         self._attributes = {"call_sid": call_sid, "tenant": tenant, "caller": caller_masked,
                             "is_sip_call": is_sip_call}
+        base = self._tracer.dashboard_base_url
+        if base is not None:
+            self._attributes["dashboard_url"] = f"{base}/ui/calls/{quote(call_sid, safe='')}"
         return self._trace()
 
     def response_done(self, *, response_id: str, status: str, usage: dict[str, Any] | None,

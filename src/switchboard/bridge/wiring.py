@@ -51,7 +51,8 @@ def build_observer_factory(settings: VoiceSettings, *, environ: Mapping[str, str
         return NullObserver
     prices = load_price_table(env)
     vendor, model = realtime_model(settings)
-    tracer = OpikTracer.from_environment(env, prices=prices, vendor=vendor, model=model, clock=clock or SystemClock())
+    tracer = OpikTracer.from_environment(env, prices=prices, vendor=vendor, model=model, clock=clock or SystemClock(),
+                                         dashboard_base_url=settings.dashboard_base_url)
     if prices.rates(vendor, model) is None:
         log.warning("pricing.model_not_listed", vendor=vendor, model=model, price_table=prices.source)
     log.info("opik.enabled", project=env.get("OPIK_PROJECT_NAME") or "default", price_table_as_of=prices.as_of)

@@ -17,6 +17,7 @@ import structlog
 from fastapi import FastAPI
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from switchboard.clock import Clock, SystemClock
 from switchboard.config import AppSettings, ensure_sqlite_folder
@@ -122,4 +123,11 @@ def create_app(
     app.include_router(integrations.router)
     install_dashboard(app, settings, engine=engine, sessions=context.sessions, clock=clock)
     app.add_middleware(RequestObservation, metrics=context.metrics, clock=clock)
+    # Outermost: a trusted proxy's X-Forwarded-Proto/-For set the scheme and client every route sees.
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=trusted_proxies(settings.trusted_proxies))
     return app
+
+
+def trusted_proxies(setting: str) -> list[str]:
+    """SWITCHBOARD_TRUSTED_PROXIES as uvicorn's proxy-headers middleware takes it (empty: trust none)."""
+    return [item.strip() for item in setting.split(",") if item.strip()]

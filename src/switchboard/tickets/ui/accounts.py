@@ -194,13 +194,16 @@ async def record_sign_in(
     session: AsyncSession, *, user: User | None, email: str, succeeded: bool, client_ip: str, now: datetime,
     ttl: timedelta,
 ) -> str | None:
-    """Audit a sign-in attempt; on success open a session and return its token (for the cookie)."""
+    """Audit a sign-in attempt; on success delete expired sessions (anyone's), open a session and return
+    its token (for the cookie)."""
     async with session.begin():
         tenant = user.tenant if user is not None else None
         if not succeeded or user is None:
             audit(session, at=now, actor=email, action="sign_in.failed", tenant=tenant, subject=email,
                   client_ip=client_ip)
             return None
+        # Sessions past their expiry can never be used again: each sign-in clears them out.
+        await session.execute(delete(UiSession).where(UiSession.expires_at <= now))
         token = new_session_token()
         session.add(UiSession(token_hash=hash_token(token), user_id=user.id, csrf_token=new_csrf_token(),
                               created_at=now, expires_at=now + ttl))

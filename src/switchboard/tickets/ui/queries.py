@@ -18,7 +18,9 @@ from sqlalchemy import Select, exists, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard.tickets.figures import turn_latency_ms
+from switchboard.tickets.integrations.external import add_external
 from switchboard.tickets.models import Conversation, Message, Ticket
+from switchboard.tickets.schemas import TicketView, ticket_view
 
 KNOWN_END_REASONS = (
     "caller_hung_up", "end_call", "transferred", "max_duration", "inactivity", "model_disconnected",
@@ -216,6 +218,13 @@ async def list_tickets(session: AsyncSession, *, limit: int, offset: int) -> lis
             .limit(limit).offset(offset)
         )
         return [TicketRow(ticket, caller) for ticket, caller in rows]
+
+
+async def helpdesk_copies(session: AsyncSession, tickets: Sequence[Ticket]) -> dict[int, TicketView]:
+    """Per ticket id: its helpdesk copies (`external`) and helpdesk errors, as the read API returns them."""
+    async with session.begin():
+        views = await add_external(session, [ticket_view(t) for t in tickets])
+    return {view.id: view for view in views}
 
 
 async def set_ticket_status(session: AsyncSession, ticket_id: int, status: str) -> Ticket | None:

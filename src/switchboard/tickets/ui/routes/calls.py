@@ -21,6 +21,7 @@ from switchboard.tickets.ui.queries import (
     KNOWN_END_REASONS,
     CallFilters,
     call_detail,
+    helpdesk_copies,
     list_calls,
     stream_calls,
 )
@@ -149,9 +150,10 @@ async def call_page(request: Request, call_sid: CallSidPath, scope: Scope) -> Re
         raise NotFound(f"no call {call_sid}")
     context = dashboard_context(request)
     conversation = detail.conversation
+    helpdesk = await helpdesk_copies(scope.session, detail.tickets)
     return render(
         request, "call.html", scope.principal, call=conversation, started_at=conversation.started_at,
-        messages=detail.messages, tickets=detail.tickets,
+        messages=detail.messages, tickets=detail.tickets, helpdesk=helpdesk,
         bars=latency_bars(list(conversation.turns or [])), usage=usage_rows(conversation.usage),
         trace_url=context.trace_url(conversation.trace_id) if scope.principal.sees_tool_details else None,
         last_message_id=max((m.id for m in detail.messages), default=0),

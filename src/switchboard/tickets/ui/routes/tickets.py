@@ -11,7 +11,7 @@ from switchboard.logs import get_logger, mask_phone
 from switchboard.tickets.ui.accounts import audit
 from switchboard.tickets.ui.context import dashboard_context
 from switchboard.tickets.ui.errors import NotFound
-from switchboard.tickets.ui.queries import list_tickets, set_ticket_status
+from switchboard.tickets.ui.queries import helpdesk_copies, list_tickets, set_ticket_status
 from switchboard.tickets.ui.routes.forms import check_csrf, render
 from switchboard.tickets.ui.scope import TenantScope, ui_tenant_scope
 
@@ -28,8 +28,10 @@ async def tickets_page(request: Request, scope: Scope, page: Annotated[int, Quer
     shows_number = scope.principal.sees_full_numbers
     numbers = {row.ticket.id: row.ticket.phone_number if shows_number else mask_phone(row.ticket.phone_number)
                for row in rows}
-    return render(request, "tickets.html", scope.principal, rows=rows[:PAGE_SIZE], numbers=numbers, page=page,
-                  has_next=len(rows) > PAGE_SIZE)
+    shown = rows[:PAGE_SIZE]
+    helpdesk = await helpdesk_copies(scope.session, [row.ticket for row in shown])
+    return render(request, "tickets.html", scope.principal, rows=shown, numbers=numbers, page=page,
+                  has_next=len(rows) > PAGE_SIZE, helpdesk=helpdesk)
 
 
 @router.post("/tickets/{ticket_id}/status", response_model=None)
