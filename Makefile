@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HELM := $(VENV)/bin/helm
 SRC_FILES := pyproject.toml
 
-.PHONY: demo test lint typecheck bench clean system-packages image
+.PHONY: demo test chart lint typecheck bench clean system-packages image
 
 $(PY):
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"' || \
@@ -32,9 +32,15 @@ system-packages:
 $(HELM): $(PY) requirements/helm.txt deploy/tools/install_helm.py
 	$(PY) deploy/tools/install_helm.py $(HELM)
 
-test: $(STAMP) $(HELM) system-packages
+# Renders deploy/helm/switchboard (default, production and every-setting values) with the pinned Helm and
+# validates every manifest against the Kubernetes API schemas offline (kubernetes-validate), plus yamllint and
+# helm lint; a broken chart fails here, before the rest of the suite.
+chart: $(STAMP) $(HELM)
+	$(PY) -m pytest -q -m chart tests/deploy/test_chart.py
+
+test: $(STAMP) $(HELM) system-packages chart
 	$(PY) -m ruff check src tests
-	PYTHONASYNCIODEBUG=1 $(PY) -m pytest -q
+	PYTHONASYNCIODEBUG=1 $(PY) -m pytest -q -m "not chart"
 
 # The container image (Containerfile) with podman; deploy/README.md. ENGINE=1 adds the offline engine.
 image:
