@@ -128,6 +128,7 @@ class FakeModelSession(WSListener):
         self.call: FakeCaller | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.responses = 0
+        self.completed = 0  # responses whose audio was sent whole (each owes an assistant message in the record)
         self.response_id: str | None = None
         self.item_id = ""
         self.metadata: Any = None
@@ -330,6 +331,7 @@ class FakeModelSession(WSListener):
         if response_id is None:
             return
         if status == "completed":
+            self.completed += 1
             base = {"response_id": response_id, "item_id": self.item_id, "output_index": 0, "content_index": 0}
             self._send({"type": "response.output_audio.done", **base})
             self._send({"type": "response.output_audio_transcript.done", **base, "transcript": "bench audio"})

@@ -130,15 +130,21 @@ class CallLoad:
     def webhooks_between(self, start_s: float, end_s: float) -> list[float]:
         return [ms for sent, ms in self.webhook_ms if start_s <= sent < end_s]
 
-    async def incomplete_records(self, timeout_s: float = 60.0) -> int:
-        """Ended calls whose App server record is missing, not ended by the caller, or without messages."""
-        incomplete = 0
+    async def incomplete_records(self, timeout_s: float = 60.0) -> tuple[int, int, int]:
+        """(records, messages lost, messages owed): ended calls whose App server record is missing or not ended by the caller,
+        and answers the model completed on a call that are missing from its record (each completed answer owes
+        one assistant message; interrupted ones are recorded as heard, which may be no word at all)."""
+        incomplete = missing_messages = owed = 0
         for caller in self.ended:
             try:
                 record = await self.deployment.wait_for_ended_record(caller.call_sid, timeout_s=timeout_s)
             except TimeoutError:
                 incomplete += 1
                 continue
-            if record["end_reason"] != "caller_hung_up" or not record["messages"]:
+            if record["end_reason"] != "caller_hung_up":
                 incomplete += 1
-        return incomplete
+            said = sum(1 for message in record["messages"] if message["role"] == "assistant")
+            completed = caller.session.completed if caller.session is not None else 0
+            owed += completed
+            missing_messages += max(0, completed - said)
+        return incomplete, missing_messages, owed

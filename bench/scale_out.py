@@ -274,14 +274,14 @@ async def part_rolling(args: argparse.Namespace, workdir: Path) -> list[str]:
             lag.stop()
         print(f"frames never received, by kind: {lost_breakdown(gen)}", file=sys.stderr, flush=True)
         unused = sum(1 for session in gen.sessions if session.call is None)
-        incomplete = await load.incomplete_records()
+        incomplete, missing_messages, owed = await load.incomplete_records()
         dropped = gen.samples.counts.get("calls_dropped_by_server", 0)
     return ["| voice servers | per-replica route | live calls | live calls per server before | calls placed | roll s | dropped calls | "
-            "setup failures | incomplete records | frame up p50 / p99 ms | frame down p50 / p99 ms | frames | "
+            "setup failures | incomplete records | messages lost (of owed) | frame up p50 / p99 ms | frame down p50 / p99 ms | frames | "
             "lost frames | loadgen lag p99 ms | model sessions (unused pre-opens) |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
             f"| 3 | {'yes' if args.route else 'no'} | {args.rolling_calls} | {spread} | {load.placed} | {roll_s:.1f} | {dropped} | "
-            f"{sum(load.failures.values())} {load.failures or ''} | {incomplete} | {frame_columns(gen)} | "
+            f"{sum(load.failures.values())} {load.failures or ''} | {incomplete} | {missing_messages} ({owed}) | {frame_columns(gen)} | "
             f"{len(gen.sessions)} ({unused}) |"]
 
 
