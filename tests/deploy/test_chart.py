@@ -181,10 +181,41 @@ def test_migrations_run_once_per_release_as_a_hook_before_the_rollout(helm: Path
     (["voice.replicas=2"], "SWITCHBOARD_STATE_URL is required"),
     (["voice.autoscaling.enabled=true"], "SWITCHBOARD_STATE_URL is required"),
     (["podSecurityContext.runAsNonRoot=false"], "runAsNonRoot"),
+    (["app.publicUrl=support.example.com"], "/app/publicUrl"),
+    (["app.trustedProxies={proxy.example.com}"], "/app/trustedProxies/0"),
+    (["app.trustedProxies=10.0.0.0/8"], "/app/trustedProxies"),
+    (["app.publicUrl=https://a.example.test", "config.voice.SWITCHBOARD_APP_PUBLIC_URL=https://b.example.test"],
+     "set app.publicUrl or config.voice.SWITCHBOARD_APP_PUBLIC_URL, not both"),
+    (["app.publicUrl=https://a.example.test", "config.app.SWITCHBOARD_APP_PUBLIC_URL=https://b.example.test"],
+     "set app.publicUrl or config.app.SWITCHBOARD_APP_PUBLIC_URL, not both"),
+    (["app.trustedProxies={10.0.0.0/8}", "config.app.SWITCHBOARD_TRUSTED_PROXIES=*"],
+     "set app.trustedProxies or config.app.SWITCHBOARD_TRUSTED_PROXIES, not both"),
 ])
 def test_bad_values_fail_to_render_with_a_message_naming_them(helm: Path, sets: list[str], message: str) -> None:
     with pytest.raises(RenderError, match=message.replace("/", ".")):
         render(helm, sets=sets)
+
+
+def test_the_dashboard_url_and_trusted_proxies_reach_only_the_services_that_read_them(helm: Path) -> None:
+    manifests = render(helm, sets=["app.publicUrl=https://support.example.test",
+                                   "app.trustedProxies={10.0.0.0/8,192.168.1.7,fd00::/8}"])
+    validate(manifests)
+    voice, ai, app = (container_env(manifests, f"sb-switchboard-{name}") for name in ("voice", "ai", "app"))
+    # The App server links helpdesk tickets under its public URL; the voice servers link Opik traces there.
+    assert app["SWITCHBOARD_APP_PUBLIC_URL"] == voice["SWITCHBOARD_APP_PUBLIC_URL"] == "https://support.example.test"
+    # Only the App server reads SWITCHBOARD_TRUSTED_PROXIES.
+    assert app["SWITCHBOARD_TRUSTED_PROXIES"] == "10.0.0.0/8,192.168.1.7,fd00::/8"
+    assert "SWITCHBOARD_TRUSTED_PROXIES" not in voice
+    assert {"SWITCHBOARD_APP_PUBLIC_URL", "SWITCHBOARD_TRUSTED_PROXIES"} & set(ai) == set()
+    # Unset: the services' own defaults apply, so the chart sets neither.
+    defaults = render(helm)
+    for name in ("voice", "ai", "app"):
+        env = container_env(defaults, f"sb-switchboard-{name}")
+        assert {"SWITCHBOARD_APP_PUBLIC_URL", "SWITCHBOARD_TRUSTED_PROXIES"} & set(env) == set(), name
+    # The production example sets both.
+    production = container_env(render(helm, PRODUCTION), "sb-switchboard-app")
+    assert production["SWITCHBOARD_APP_PUBLIC_URL"] == "https://support.example.com"
+    assert production["SWITCHBOARD_TRUSTED_PROXIES"] == "10.0.0.0/8"
 
 
 def test_a_broken_template_fails_validation(helm: Path, tmp_path: Path) -> None:

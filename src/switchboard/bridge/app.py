@@ -47,6 +47,7 @@ from switchboard.errors import TenantNotFound, UpstreamError
 from switchboard.http_clients import build_http_client
 from switchboard.logs import get_logger, mask_phone, start_call_context
 from switchboard.pricing import load_price_table
+from switchboard.state.sql_store import is_shared_state_url
 from switchboard.url_tokens import derive_url_token_key
 
 log = get_logger("switchboard.voice")
@@ -120,6 +121,24 @@ def _caller_number(from_value: str) -> str:
     return value
 
 
+def _check_outbox_dir(outbox_dir: Path) -> None:
+    """The App server outbox spools locally (no shared state): an unusable folder stops start-up, rather
+    than the outbox failing after the server has said it is ready.
+
+    Raises:
+        SettingsError: naming SWITCHBOARD_OUTBOX_DIR and the folder.
+    """
+    from switchboard.bridge.adapters.tickets_client import check_spool_dir
+
+    try:
+        check_spool_dir(outbox_dir)
+    except OSError as exc:
+        raise SettingsError(
+            f"setting SWITCHBOARD_OUTBOX_DIR is unusable: cannot create or write the outbox spool in "
+            f"{outbox_dir.absolute()} ({exc.strerror or type(exc).__name__})"
+        ) from None
+
+
 def create_app(
     settings: VoiceSettings,
     *,
@@ -132,9 +151,16 @@ def create_app(
 ) -> FastAPI:
     """The voice server. Ports left as None are built from settings at start-up: the App server
     outbox (APP_SERVER_URL), the Twilio REST client (TWILIO_ACCOUNT_SID/TWILIO_AUTH_TOKEN) and the
-    tool runner."""
+    tool runner.
+
+    Raises:
+        SettingsError: TWILIO_AUTH_TOKEN is missing while signatures are validated, or the outbox spools
+            locally and SWITCHBOARD_OUTBOX_DIR cannot be created or written.
+    """
     if settings.twilio_validate_signatures and not settings.twilio_auth_token:
         raise SettingsError("setting TWILIO_AUTH_TOKEN is required while TWILIO_VALIDATE_SIGNATURES is true")
+    if recorder is None and settings.app_server_url and not is_shared_state_url(settings.switchboard_state_url):
+        _check_outbox_dir(Path(settings.outbox_dir))
     clock = clock or SystemClock()
     metrics = VoiceMetrics()
     registry = CallRegistry()

@@ -34,6 +34,11 @@ DB_POOL_TIMEOUT_S = 5.0
 _HOLDING = ("claimed", "live")
 
 
+def is_shared_state_url(state_url: str | None) -> bool:
+    """Whether `create_state_engine(state_url)` makes state other processes share (PostgreSQL), not SQLite."""
+    return bool(state_url) and not str(state_url).startswith("sqlite")
+
+
 def create_state_engine(state_url: str | None) -> AsyncEngine:
     """PostgreSQL with connect, statement and pool timeouts; or one shared in-memory SQLite connection."""
     if not state_url:

@@ -212,6 +212,15 @@ class _SpoolFile:
         except FileNotFoundError:
             return []
 
+    def check_writable(self) -> None:
+        """Do once what `run()` will do: create the folder, open the spool to read and append, write a
+        replacement beside it. Raises: OSError."""
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600))
+        temporary = self.path.with_suffix(".tmp")
+        os.close(os.open(temporary, os.O_WRONLY | os.O_TRUNC | os.O_CREAT, 0o600))
+        os.unlink(temporary)
+
     def append(self, lines: list[str]) -> None:
         # Transcripts and the caller's number are in here: owner-only.
         descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -226,6 +235,18 @@ class _SpoolFile:
             spool.flush()
             os.fsync(spool.fileno())
         os.replace(temporary, self.path)
+
+
+def check_spool_dir(spool_dir: Path) -> None:
+    """Check at start-up that the local spool in `spool_dir` can be created, read and written.
+
+    Blocking file I/O: call it before the event loop serves. Creates the folder and an empty spool file
+    when they are missing.
+
+    Raises:
+        OSError: as the file system reported it (e.g. NotADirectoryError, PermissionError).
+    """
+    _SpoolFile(spool_dir / SPOOL_FILE_NAME).check_writable()
 
 
 class SpoolStore(Protocol):
