@@ -76,7 +76,7 @@ fi
 # Everything the image is made from; an image already built from exactly these inputs is kept as it is
 # (podman's layer cache would rebuild nothing either, but still spends ~20 s checking a 500 MB venv).
 inputs=$( { printf '%s\n' "$engine" "$(podman image inspect --format '{{.Id}}' "$base_image")";
-  find Containerfile .containerignore pyproject.toml README.md requirements src -type f \
+  find Containerfile .containerignore pyproject.toml README.md LICENSE requirements src -type f \
     ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum; } | sha256sum | cut -c1-64)
 if [ "$(podman image inspect --format '{{ index .Labels "io.switchboard.inputs" }}' "$tag" 2>/dev/null)" = "$inputs" ]; then
   echo "build.sh: $tag is up to date" >&2
