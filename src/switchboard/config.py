@@ -48,6 +48,9 @@ class VoiceSettings(_Base):
     twilio_auth_token: str | None = Field(default=None, alias="TWILIO_AUTH_TOKEN")
     twilio_api_base_url: str = Field(default="https://api.twilio.com", alias="TWILIO_API_BASE_URL")
     twilio_validate_signatures: bool = Field(default=True, alias="TWILIO_VALIDATE_SIGNATURES")
+    # Twilio Webhooks-Rule SharedKey secrets by key id, `KS123:secret1,KS456:secret2` (two while a key is
+    # rotated): a request whose X-Twilio-Webhooks-Signature-Settings names one is signed with it and SHA-256.
+    twilio_webhook_shared_keys: str | None = Field(default=None, alias="TWILIO_WEBHOOK_SHARED_KEYS", repr=False)
     public_base_url: str | None = Field(default=None, alias="PUBLIC_BASE_URL")
     elevenlabs_api_key: str | None = Field(default=None, alias="ELEVENLABS_API_KEY")
     elevenlabs_base_url: str = Field(default="https://api.elevenlabs.io", alias="ELEVENLABS_BASE_URL")
@@ -98,6 +101,14 @@ class VoiceSettings(_Base):
             raise ValueError("must be a postgresql+asyncpg:// URL (or sqlite+aiosqlite:// for one process)")
         return value or None
 
+    @field_validator("twilio_webhook_shared_keys")
+    @classmethod
+    def _shared_keys(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        _parse_shared_keys(value)
+        return value
+
     @field_validator("instance_id")
     @classmethod
     def _instance_id(cls, value: str) -> str:
@@ -105,6 +116,11 @@ class VoiceSettings(_Base):
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", value):
             raise ValueError("must be 1-63 characters of letters, digits, '.', '_' or '-'")
         return value
+
+    @property
+    def webhook_shared_keys(self) -> dict[str, str]:
+        """TWILIO_WEBHOOK_SHARED_KEYS as {key id: secret}; empty when unset."""
+        return _parse_shared_keys(self.twilio_webhook_shared_keys) if self.twilio_webhook_shared_keys else {}
 
     @property
     def uses_local_engine(self) -> bool:
@@ -118,6 +134,31 @@ class VoiceSettings(_Base):
     def dashboard_base_url(self) -> str:
         """The App server's public base URL, for links to the dashboard."""
         return (self.app_public_url or self.app_server_url).rstrip("/")
+
+
+# The header names a key as `key=<id>,algorithm=...`: an id can't hold a comma, `=` or a blank.
+_SHARED_KEY_ID = re.compile(r"[^\s,=:]{1,128}")
+
+
+def _parse_shared_keys(value: str) -> dict[str, str]:
+    """`KS123:secret1,KS456:secret2` -> {"KS123": "secret1", ...}; blanks around entries are ignored.
+
+    Raises:
+        ValueError: naming the bad entry by position (and key id, once there is one), never a secret.
+    """
+    keys: dict[str, str] = {}
+    for position, entry in enumerate(value.split(","), start=1):
+        key_id, separator, secret = entry.strip().partition(":")
+        if not separator:
+            raise ValueError(f"entry {position} is not <key id>:<secret>")
+        if not _SHARED_KEY_ID.fullmatch(key_id):
+            raise ValueError(f"entry {position} has no usable key id (1-128 characters, no blank, ',', '=' or ':')")
+        if not secret:
+            raise ValueError(f"entry {position} (key id {key_id}) has an empty secret")
+        if key_id in keys:
+            raise ValueError(f"key id {key_id} appears twice")
+        keys[key_id] = secret
+    return keys
 
 
 class AISettings(_Base):

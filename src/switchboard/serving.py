@@ -50,7 +50,8 @@ def _build_app(service: str) -> tuple[Any, Any]:
 
         voice_settings = load_settings(VoiceSettings)
         _configure(voice_settings, secrets=(voice_settings.openai_api_key, voice_settings.twilio_auth_token,
-                                            voice_settings.elevenlabs_api_key, voice_settings.cartesia_api_key))
+                                            voice_settings.elevenlabs_api_key, voice_settings.cartesia_api_key,
+                                            *voice_settings.webhook_shared_keys.values()))
         return create_voice_app(voice_settings, **build_voice_dependencies(voice_settings)), voice_settings
     if service == "ai":
         from switchboard.knowledge.app import create_app as create_ai_app

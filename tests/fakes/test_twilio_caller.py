@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI, Request, Response
-from twilio.request_validator import RequestValidator
+from twilio.request_validator import HMAC_SHA256, RequestValidator, get_signature_algorithm
 from twilio.twiml.voice_response import Connect, VoiceResponse
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request as WsRequest
@@ -234,6 +234,52 @@ async def test_bad_signatures_are_refused(peer: tuple[StreamPeer, Server]) -> No
         with pytest.raises(StreamRejected) as raised:
             await caller.connect_stream(signature="bm9wZQ==")
         assert raised.value.status_code == 403
+
+
+async def test_with_a_shared_key_the_webhook_and_upgrade_are_signed_with_its_secret_and_sha256() -> None:
+    """As under a Webhooks Rule with a SharedKey: the settings header names the key and the algorithm, and the
+    vendor's validator accepts the signature only with that secret and that algorithm."""
+    secret = "shared-key-secret-0123456789"
+    announced: list[str] = []
+
+    def is_signed(url: str, params: dict[str, Any], headers: Any) -> bool:
+        settings = headers.get("X-Twilio-Webhooks-Signature-Settings", "")
+        signature = headers.get("X-Twilio-Signature", "")
+        announced.append(settings)
+        return (RequestValidator(secret).validate(url, params, signature, algorithm=get_signature_algorithm(settings))
+                and not RequestValidator(secret).validate(url, params, signature)  # not SHA-1
+                and not RequestValidator(AUTH_TOKEN).validate(url, params, signature))
+
+    app = FastAPI()
+
+    @app.post("/twilio-voice-webhook")
+    async def webhook(request: Request) -> Response:
+        if not is_signed(PUBLIC_BASE_URL + "/twilio-voice-webhook", dict(await request.form()), request.headers):
+            return Response(status_code=403)
+        answer = VoiceResponse()
+        connect = Connect()
+        connect.stream(url=STREAM_URL)
+        answer.append(connect)
+        return Response(answer.to_xml(), media_type="text/xml")
+
+    def check_upgrade(connection: ServerConnection, request: WsRequest) -> WsResponse | None:
+        if not is_signed(STREAM_URL, {}, request.headers):
+            return connection.respond(http.HTTPStatus.FORBIDDEN, "bad signature\n")
+        return None
+
+    stream_peer = StreamPeer()
+    async with serve(stream_peer.handle, "127.0.0.1", 0, process_request=check_upgrade) as server:
+        port = server.sockets[0].getsockname()[1]
+        http_client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
+        async with TwilioCaller(f"http://127.0.0.1:{port}", auth_token=AUTH_TOKEN, public_base_url=PUBLIC_BASE_URL,
+                                http_client=http_client, shared_key=("KS0001", secret)) as caller:
+            answer = await caller.place_call(to="+15551230001", from_="+15557654321")
+            assert answer.status_code == 200 and answer.stream_url == STREAM_URL
+            await caller.connect_stream()
+            await stream_peer.wait_for("start")
+            await caller.hang_up()
+        await http_client.aclose()
+    assert announced == [f"key=KS0001,algorithm={HMAC_SHA256}"] * 2
 
 
 async def test_turn_latency_and_two_channel_recording(peer: tuple[StreamPeer, Server], tmp_path: Path) -> None:

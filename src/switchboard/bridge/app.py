@@ -19,7 +19,6 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from twilio.request_validator import RequestValidator
 
 from switchboard.bridge.adapters.knowledge_client import KnowledgeClient, ProfileCache
 from switchboard.bridge.adapters.twilio_stream import TwilioStream
@@ -37,6 +36,7 @@ from switchboard.bridge.scale_out import CallCoordinator, build_voice_state, swe
 from switchboard.bridge.stream_gate import StreamGate
 from switchboard.bridge.stream_urls import STREAM_PATH, is_stream_path, issue_stream_url
 from switchboard.bridge.tools import ToolRunner
+from switchboard.bridge.twilio_signatures import SIGNATURE_REFUSALS, TwilioSignatures
 from switchboard.bridge.twiml import apology_twiml, stream_twiml
 from switchboard.bridge.warm_transfer import transfer_router
 from switchboard.bridge.wire.twilio_media import StreamConnected, TwilioProtocolError, parse_twilio_message
@@ -165,7 +165,7 @@ def create_app(
     metrics = VoiceMetrics()
     registry = CallRegistry()
     registry.idle.set()
-    validator = RequestValidator(settings.twilio_auth_token or "")
+    signatures = TwilioSignatures(settings.twilio_auth_token or "", settings.webhook_shared_keys)
     url_key = derive_url_token_key(settings.switchboard_service_token)
 
     @contextlib.asynccontextmanager
@@ -283,10 +283,10 @@ def create_app(
         params = {key: str(value) for key, value in form.multi_items()}
         base = public_base_url(settings, str(request.url), request.headers)
         if settings.twilio_validate_signatures:
-            signature = request.headers.get("x-twilio-signature", "")
-            if not validator.validate(base + WEBHOOK_PATH, params, signature):
-                metrics.webhooks.labels(outcome="bad_signature").inc()
-                log.warning("webhook.rejected", reason="bad_signature")
+            check = signatures.check(base + WEBHOOK_PATH, params, request.headers)
+            if check.refusal is not None:
+                metrics.webhooks.labels(outcome=check.refusal).inc()
+                log.warning("webhook.rejected", **check.log_fields())
                 return PlainTextResponse("invalid signature", status_code=403)
         if registry.draining:
             metrics.webhooks.labels(outcome="draining").inc()
@@ -362,13 +362,13 @@ def create_app(
                                now_s=clock.wall().timestamp(), ttl_s=settings.stream_url_ttl_s)
         return _twiml(stream_twiml(url, parameters))
 
-    gate = StreamGate(settings, validator, url_key, clock, metrics)
+    gate = StreamGate(settings, signatures, url_key, clock, metrics)
 
     @app.websocket(STREAM_PATH + "/{replica}/{token}")
     async def twilio_stream(websocket: WebSocket) -> None:
         base = public_base_url(settings, str(websocket.url), websocket.headers)
-        verdict = gate.check_upgrade(base, websocket.scope["path"], websocket.headers.get("x-twilio-signature", ""))
-        if verdict.refusal == "bad_signature":
+        verdict = gate.check_upgrade(base, websocket.scope["path"], websocket.headers)
+        if verdict.refusal in SIGNATURE_REFUSALS:
             await websocket.close(code=1008)  # before accept: uvicorn answers 403
             return
         grant = verdict.grant
@@ -415,7 +415,7 @@ def create_app(
 
     # Warm transfer: Twilio's `<Number url>` (whisper) and `<Dial action>` callbacks, on any replica.
     app.include_router(transfer_router(
-        settings, validator, clock, lambda request: public_base_url(settings, str(request.url), request.headers)))
+        settings, signatures, clock, lambda request: public_base_url(settings, str(request.url), request.headers)))
 
     # The stream skips Starlette's exception middleware, which wraps every send of every frame.
     app.add_middleware(TwilioStreamFastPath, handler=twilio_stream)

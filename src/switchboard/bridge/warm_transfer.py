@@ -29,9 +29,9 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
-from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import VoiceResponse
 
+from switchboard.bridge.twilio_signatures import TwilioSignatures
 from switchboard.clock import Clock
 from switchboard.config import VoiceSettings
 from switchboard.errors import SwitchboardError
@@ -170,7 +170,7 @@ def hang_up_twiml() -> str:
     return str(response.to_xml())
 
 
-def transfer_router(settings: VoiceSettings, validator: RequestValidator, clock: Clock,
+def transfer_router(settings: VoiceSettings, signatures: TwilioSignatures, clock: Clock,
                     base_url_of: Callable[[Request], str]) -> APIRouter:
     """`POST {WHISPER_PATH}/{token}` and `POST {ACTION_PATH}/{token}` (Twilio's `<Number url>` and `<Dial action>`).
 
@@ -182,9 +182,9 @@ def transfer_router(settings: VoiceSettings, validator: RequestValidator, clock:
         form = await request.form()
         params = {key: str(value) for key, value in form.multi_items()}
         if settings.twilio_validate_signatures:
-            signature = request.headers.get("x-twilio-signature", "")
-            if not validator.validate(base_url_of(request) + request.url.path, params, signature):
-                log.warning("transfer.callback_rejected", purpose=purpose, reason="bad_signature")
+            check = signatures.check(base_url_of(request) + request.url.path, params, request.headers)
+            if check.refusal is not None:
+                log.warning("transfer.callback_rejected", purpose=purpose, **check.log_fields())
                 return PlainTextResponse("invalid signature", status_code=403)
         try:
             hand_over = tokens.read(token, purpose=purpose, now_s=clock.wall().timestamp())

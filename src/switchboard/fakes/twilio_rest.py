@@ -32,9 +32,9 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.background import BackgroundTask
-from twilio.request_validator import RequestValidator
 
 from switchboard.fakes.loopback import LoopbackServer
+from switchboard.simulator.twilio_signing import SharedKey, twilio_signature_headers
 
 __all__ = ["DialLeg", "FakeTwilioRest", "RestRequest"]
 
@@ -115,6 +115,8 @@ class FakeTwilioRest:
         self.callback_timeout_s = callback_timeout_s
         self.dial_legs: list[DialLeg] = []
         self.auth_token = auth_token
+        # Set: the whisper and action callbacks are signed as under a Webhooks Rule with this SharedKey.
+        self.shared_key: SharedKey | None = None
         self.host = host
         self.auto_create_calls = auto_create_calls
         self.shutdown_timeout_s = shutdown_timeout_s
@@ -296,11 +298,11 @@ class FakeTwilioRest:
         self.dial_legs.append(leg)
         call = self._calls.get(call_sid) or _Call(call_sid)
         child_sid = "CA" + secrets.token_hex(16)
-        validator = RequestValidator(self.auth_token)
         async with httpx.AsyncClient(timeout=httpx.Timeout(self.callback_timeout_s)) as http:
 
             async def post(url: str, params: dict[str, str]) -> tuple[int, str]:
-                headers = {"X-Twilio-Signature": validator.compute_signature(url, params),
+                headers = {**twilio_signature_headers(url, params, auth_token=self.auth_token,
+                                                      shared_key=self.shared_key),
                            "User-Agent": "TwilioProxy/1.1"}
                 response = await http.post(url, data=params, headers=headers)
                 return response.status_code, response.text

@@ -32,12 +32,12 @@ from typing import Any, TypeAlias
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
-from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from switchboard.audio.dtmf import dtmf_tone_mulaw
 from switchboard.simulator.speech import FRAME_BYTES, FRAME_MS, MULAW_SILENCE, write_stereo_wav
+from switchboard.simulator.twilio_signing import SharedKey, twilio_signature_headers
 
 __all__ = ["AgentTurn", "CallAnswer", "ReceivedMessage", "StreamRejected", "TwilioCaller"]
 
@@ -147,8 +147,11 @@ class TwilioCaller:
 
     `public_base_url` is the URL Twilio would use (what the server signs against, PUBLIC_BASE_URL);
     it defaults to `voice_base_url`. `http_client` (e.g. over `httpx.ASGITransport`) replaces the
-    webhook's HTTP client; the caller closes only a client it created. The stream is always opened on `voice_base_url`'s host, whatever host
-    the TwiML names, but signed over the TwiML's URL exactly, as Twilio signs what it dialled.
+    webhook's HTTP client; the caller closes only a client it created. `shared_key` (key id, secret) signs
+    the webhook and the stream upgrade as a Webhooks Rule with a SharedKey does (HMAC-SHA256, announced by
+    `X-Twilio-Webhooks-Signature-Settings`) instead of with the Auth Token. The stream is always opened on
+    `voice_base_url`'s host, whatever host the TwiML names, but signed over the TwiML's URL exactly, as
+    Twilio signs what it dialled.
 
     Records: `received` (every server message with its arrival time), `heard_mulaw` (agent audio actually
     played, brought up to date at each frame tick, mark echo and clear; `played_ms` is exact at any moment),
@@ -159,7 +162,7 @@ class TwilioCaller:
     """
 
     def __init__(self, voice_base_url: str, *, auth_token: str, account_sid: str | None = None,
-                 public_base_url: str | None = None, call_sid: str | None = None,
+                 public_base_url: str | None = None, call_sid: str | None = None, shared_key: SharedKey | None = None,
                  http_client: httpx.AsyncClient | None = None, http_timeout_s: float = 10.0,
                  connect_timeout_s: float = 5.0, close_timeout_s: float = 2.0) -> None:
         self.voice_base_url = voice_base_url.rstrip("/")
@@ -184,7 +187,8 @@ class TwilioCaller:
         self.turns: list[AgentTurn] = []
         self.protocol_errors: list[str] = []
         self.close_code: int | None = None
-        self._validator = RequestValidator(auth_token)
+        self._auth_token = auth_token
+        self.shared_key = shared_key
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(timeout=httpx.Timeout(http_timeout_s))
         self._stream: ClientConnection | None = None
@@ -241,14 +245,17 @@ class TwilioCaller:
         """
         params = self.webhook_params(to, from_, extra_params)
         headers = {
-            "X-Twilio-Signature": signature if signature is not None
-            else self._validator.compute_signature(self.webhook_url, params),
+            **self._signature_headers(self.webhook_url, params, signature),
             "User-Agent": "TwilioProxy/1.1",
             "Accept": "*/*",
         }
         response = await self._http.post(self.voice_base_url + WEBHOOK_PATH, data=params, headers=headers)
         self.answer = parse_twiml(response.status_code, response.text, params)
         return self.answer
+
+    def _signature_headers(self, url: str, params: Mapping[str, str], signature: str | None) -> dict[str, str]:
+        return twilio_signature_headers(url, params, auth_token=self._auth_token, shared_key=self.shared_key,
+                                        signature=signature)
 
     # -- media stream ---------------------------------------------------------------------------------------
 
@@ -271,8 +278,7 @@ class TwilioCaller:
             raise RuntimeError("no <Stream> URL: place_call() first, and the TwiML must <Connect><Stream>")
         stream_url = urljoin(self.webhook_url.replace("https://", "wss://", 1), self.answer.stream_url)
         headers = {
-            "X-Twilio-Signature": signature if signature is not None
-            else self._validator.compute_signature(stream_url, {}),
+            **self._signature_headers(stream_url, {}, signature),
             "User-Agent": "Twilio.TmeWs/1.0",
         }
         try:
