@@ -36,6 +36,7 @@ YAMLLINT_CONFIG = ROOT / "deploy" / ".yamllint"
 VOICE_SETTINGS = {
     "OPENAI_API_KEY", "SWITCHBOARD_ENGINE_URL", "OPENAI_REALTIME_URL", "OPENAI_REALTIME_MODEL",
     "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_API_BASE_URL", "TWILIO_VALIDATE_SIGNATURES",
+    "TWILIO_WEBHOOK_SHARED_KEYS",
     "PUBLIC_BASE_URL", "ELEVENLABS_API_KEY", "ELEVENLABS_BASE_URL", "CARTESIA_API_KEY", "CARTESIA_BASE_URL",
     "AI_SERVER_URL", "APP_SERVER_URL", "SWITCHBOARD_SERVICE_TOKEN", "SWITCHBOARD_INACTIVITY_PROMPT_S",
     "SWITCHBOARD_INACTIVITY_HANGUP_S", "SWITCHBOARD_MAX_CALL_S", "SWITCHBOARD_WRAP_UP_S",
@@ -49,9 +50,9 @@ AI_SETTINGS = {"SWITCHBOARD_SERVICE_TOKEN", "AI_DATABASE_URL", "SWITCHBOARD_LOG_
 APP_SETTINGS = {"SWITCHBOARD_SERVICE_TOKEN", "APP_DATABASE_URL", "SWITCHBOARD_SESSION_SECRET",
                 "SWITCHBOARD_LOG_FORMAT", "OTEL_EXPORTER_OTLP_ENDPOINT", "OPENAI_REALTIME_MODEL",
                 "OPIK_URL_OVERRIDE", "OPIK_API_KEY", "OPIK_WORKSPACE", "OPIK_PROJECT_NAME"}
-SECRET_SETTINGS = {"OPENAI_API_KEY", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "ELEVENLABS_API_KEY",
-                   "CARTESIA_API_KEY", "SWITCHBOARD_SERVICE_TOKEN", "AI_DATABASE_URL", "APP_DATABASE_URL",
-                   "SWITCHBOARD_STATE_URL", "SWITCHBOARD_SESSION_SECRET", "OPIK_API_KEY"}
+SECRET_SETTINGS = {"OPENAI_API_KEY", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_WEBHOOK_SHARED_KEYS",
+                   "ELEVENLABS_API_KEY", "CARTESIA_API_KEY", "SWITCHBOARD_SERVICE_TOKEN", "AI_DATABASE_URL",
+                   "APP_DATABASE_URL", "SWITCHBOARD_STATE_URL", "SWITCHBOARD_SESSION_SECRET", "OPIK_API_KEY"}
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +101,7 @@ def test_every_contract_setting_reaches_the_service_that_reads_it_and_secrets_st
     # No service gets another's database or secrets.
     assert "APP_DATABASE_URL" not in seen["voice"] and "AI_DATABASE_URL" not in seen["voice"]
     assert "SWITCHBOARD_SESSION_SECRET" not in seen["ai"] and "OPENAI_API_KEY" not in seen["app"]
+    assert "TWILIO_WEBHOOK_SHARED_KEYS" not in seen["ai"] and "TWILIO_WEBHOOK_SHARED_KEYS" not in seen["app"]
     for service, env in seen.items():
         for name in SECRET_SETTINGS & set(env):
             assert env[name] == {"secretKeyRef": {"name": "sb-switchboard", "key": name, "optional": env[name]
@@ -181,6 +183,9 @@ def test_migrations_run_once_per_release_as_a_hook_before_the_rollout(helm: Path
     (["voice.replicas=2"], "SWITCHBOARD_STATE_URL is required"),
     (["voice.autoscaling.enabled=true"], "SWITCHBOARD_STATE_URL is required"),
     (["podSecurityContext.runAsNonRoot=false"], "runAsNonRoot"),
+    # A secret never goes in a ConfigMap.
+    (["config.voice.TWILIO_WEBHOOK_SHARED_KEYS=KS1:s3cret"], "TWILIO_WEBHOOK_SHARED_KEYS"),
+    (["config.common.TWILIO_WEBHOOK_SHARED_KEYS=KS1:s3cret"], "TWILIO_WEBHOOK_SHARED_KEYS"),
     (["app.publicUrl=support.example.com"], "/app/publicUrl"),
     (["app.trustedProxies={proxy.example.com}"], "/app/trustedProxies/0"),
     (["app.trustedProxies=10.0.0.0/8"], "/app/trustedProxies"),
