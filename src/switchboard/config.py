@@ -178,6 +178,9 @@ class AppSettings(_Base):
     delivery_lease_s: float = Field(default=60.0, gt=0, alias="SWITCHBOARD_DELIVERY_LEASE_S")
     delivery_concurrency: int = Field(default=16, ge=1, le=200, alias="SWITCHBOARD_DELIVERY_CONCURRENCY")
     delivery_retry_window_s: float = Field(default=26 * 3600.0, gt=0, alias="SWITCHBOARD_DELIVERY_RETRY_WINDOW_S")
+    # Finished deliveries (delivered or given up) and their events are deleted this long after they
+    # finished; pending ones never are. Helpdesk deliveries stay: they hold the ticket's `external` link.
+    delivery_retention_days: int = Field(default=30, gt=0, alias="SWITCHBOARD_DELIVERY_RETENTION_DAYS")
     # 0: a callback ticket reaches the helpdesks at once (with the transcript so far). More: its helpdesk
     # copy waits for the call's end (to carry the whole summary), at most this long.
     helpdesk_wait_for_end_s: float = Field(default=0.0, ge=0, le=7200, alias="SWITCHBOARD_HELPDESK_WAIT_FOR_END_S")

@@ -49,7 +49,8 @@ AI_SETTINGS = {"SWITCHBOARD_SERVICE_TOKEN", "AI_DATABASE_URL", "SWITCHBOARD_LOG_
 # The App server also prices calls by the voice servers' model and links its dashboard to Opik traces.
 APP_SETTINGS = {"SWITCHBOARD_SERVICE_TOKEN", "APP_DATABASE_URL", "SWITCHBOARD_SESSION_SECRET",
                 "SWITCHBOARD_LOG_FORMAT", "OTEL_EXPORTER_OTLP_ENDPOINT", "OPENAI_REALTIME_MODEL",
-                "OPIK_URL_OVERRIDE", "OPIK_API_KEY", "OPIK_WORKSPACE", "OPIK_PROJECT_NAME"}
+                "OPIK_URL_OVERRIDE", "OPIK_API_KEY", "OPIK_WORKSPACE", "OPIK_PROJECT_NAME",
+                "SWITCHBOARD_APP_PUBLIC_URL", "SWITCHBOARD_TRUSTED_PROXIES", "SWITCHBOARD_DELIVERY_RETENTION_DAYS"}
 SECRET_SETTINGS = {"OPENAI_API_KEY", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_WEBHOOK_SHARED_KEYS",
                    "ELEVENLABS_API_KEY", "CARTESIA_API_KEY", "SWITCHBOARD_SERVICE_TOKEN", "AI_DATABASE_URL",
                    "APP_DATABASE_URL", "SWITCHBOARD_STATE_URL", "SWITCHBOARD_SESSION_SECRET", "OPIK_API_KEY"}
@@ -195,6 +196,10 @@ def test_migrations_run_once_per_release_as_a_hook_before_the_rollout(helm: Path
      "set app.publicUrl or config.app.SWITCHBOARD_APP_PUBLIC_URL, not both"),
     (["app.trustedProxies={10.0.0.0/8}", "config.app.SWITCHBOARD_TRUSTED_PROXIES=*"],
      "set app.trustedProxies or config.app.SWITCHBOARD_TRUSTED_PROXIES, not both"),
+    (["app.deliveryRetentionDays=0"], "/app/deliveryRetentionDays"),
+    (["app.deliveryRetentionDays=a month"], "/app/deliveryRetentionDays"),
+    (["config.app.SWITCHBOARD_DELIVERY_RETENTION_DAYS=7"],
+     "set app.deliveryRetentionDays, not config.app.SWITCHBOARD_DELIVERY_RETENTION_DAYS"),
 ])
 def test_bad_values_fail_to_render_with_a_message_naming_them(helm: Path, sets: list[str], message: str) -> None:
     with pytest.raises(RenderError, match=message.replace("/", ".")):
@@ -221,6 +226,15 @@ def test_the_dashboard_url_and_trusted_proxies_reach_only_the_services_that_read
     production = container_env(render(helm, PRODUCTION), "sb-switchboard-app")
     assert production["SWITCHBOARD_APP_PUBLIC_URL"] == "https://support.example.com"
     assert production["SWITCHBOARD_TRUSTED_PROXIES"] == "10.0.0.0/8"
+
+
+def test_the_delivery_retention_reaches_only_the_app_server(helm: Path) -> None:
+    for sets, days in (([], "30"), (["app.deliveryRetentionDays=400"], "400")):
+        manifests = render(helm, sets=sets)
+        validate(manifests)
+        voice, ai, app = (container_env(manifests, f"sb-switchboard-{name}") for name in ("voice", "ai", "app"))
+        assert app["SWITCHBOARD_DELIVERY_RETENTION_DAYS"] == days
+        assert "SWITCHBOARD_DELIVERY_RETENTION_DAYS" not in voice and "SWITCHBOARD_DELIVERY_RETENTION_DAYS" not in ai
 
 
 def test_a_broken_template_fails_validation(helm: Path, tmp_path: Path) -> None:

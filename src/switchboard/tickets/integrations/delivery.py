@@ -257,13 +257,13 @@ class DeliveryWorker:
             "is_ambiguous": claim.is_ambiguous or result.is_ambiguous,
         }
         if decision.outcome == "delivered":
-            values.update(status=DELIVERED, delivered_at=now, external_id=result.external_id,
+            values.update(status=DELIVERED, delivered_at=now, finished_at=now, external_id=result.external_id,
                           external_url=result.external_url)
         elif decision.outcome == "retry":
             assert decision.next_attempt_at is not None
             values.update(next_attempt_at=decision.next_attempt_at, last_error=result.error)
         else:
-            values.update(status=FAILED, last_error=decision.reason or result.error)
+            values.update(status=FAILED, finished_at=now, last_error=decision.reason or result.error)
         async with self._sessions() as session, session.begin():
             updated = await session.execute(
                 update(IntegrationDelivery)
@@ -291,7 +291,7 @@ class DeliveryWorker:
                         IntegrationDelivery.status == PENDING,
                         IntegrationDelivery.lease_token.is_(None),
                     )
-                    .values(status=FAILED, last_error="the endpoint was disabled (410 Gone)")
+                    .values(status=FAILED, finished_at=now, last_error="the endpoint was disabled (410 Gone)")
                 )
         self._observe(claim, result, decision, now)
 

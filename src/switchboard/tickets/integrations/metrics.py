@@ -37,3 +37,8 @@ class DeliveryMetrics:
             "switchboard_app_delivery_oldest_pending_seconds", "Age of the oldest pending delivery.",
             registry=registry,
         )
+        self.rows_pruned = Counter(
+            "switchboard_app_integration_rows_pruned",
+            "Rows deleted after the retention, by table (integration_deliveries, integration_events).",
+            ["table"], registry=registry,
+        )

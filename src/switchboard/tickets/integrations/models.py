@@ -15,7 +15,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 from switchboard.tickets.models import Base, UtcDateTime
 
 EVENT_NEW = "new"
+# Fanned out into deliveries; deleted with the last of them (retention.py).
 EVENT_DONE = "done"
+# Fanned out to no endpoint (none configured for it, or its call never showed a tenant).
+EVENT_SKIPPED = "skipped"
 PENDING = "pending"
 DELIVERED = "delivered"
 FAILED = "failed"
@@ -28,7 +31,10 @@ class IntegrationEvent(Base):
     `body` is the webhook payload exactly as every endpoint receives it."""
 
     __tablename__ = "integration_events"
-    __table_args__ = (Index("ix_integration_events_due", "status", "next_check_at"),)
+    __table_args__ = (
+        Index("ix_integration_events_due", "status", "next_check_at"),
+        Index("ix_integration_events_age", "status", "occurred_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     event_type: Mapped[str] = mapped_column(String(64))
@@ -50,6 +56,8 @@ class IntegrationDelivery(Base):
         Index("ix_integration_deliveries_due", "status", "next_attempt_at"),
         Index("ix_integration_deliveries_endpoint", "tenant", "endpoint_key", "status"),
         Index("ix_integration_deliveries_ticket", "ticket_id"),
+        Index("ix_integration_deliveries_event", "event_id"),
+        Index("ix_integration_deliveries_finished", "kind", "finished_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -74,6 +82,8 @@ class IntegrationDelivery(Base):
     last_status_code: Mapped[int | None] = mapped_column(Integer)
     last_error: Mapped[str | None] = mapped_column(Text)
     delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # When it became delivered or failed (None while pending): the retention counts from here.
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     # A previous attempt may have reached the helpdesk (timeout, dropped answer, 5xx): look before creating.
     is_ambiguous: Mapped[bool] = mapped_column(Boolean, default=False)
     # Helpdesks: the request body, fixed at the first attempt so a retry sends the same one.
@@ -98,3 +108,6 @@ class IntegrationEndpoint(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     last_error_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     last_success_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Deliveries deleted after the retention, by outcome: `sent` and `failed` count them too.
+    pruned_delivered: Mapped[int] = mapped_column(Integer, default=0)
+    pruned_failed: Mapped[int] = mapped_column(Integer, default=0)

@@ -22,6 +22,7 @@ from switchboard.tickets.integrations.metrics import DeliveryMetrics
 from switchboard.tickets.integrations.models import (
     EVENT_DONE,
     EVENT_NEW,
+    EVENT_SKIPPED,
     PENDING,
     IntegrationDelivery,
     IntegrationEndpoint,
@@ -132,13 +133,13 @@ class DeliveryQueue:
         )
         if tenant is None:
             if (now - event.occurred_at).total_seconds() > TENANT_WAIT_S:
-                event.status = EVENT_DONE
+                event.status = EVENT_SKIPPED
                 log.warning("integration_event.tenant_unknown", event_type=event.event_type, call_sid=event.call_sid)
             else:
                 event.next_check_at = now + timedelta(seconds=RECHECK_S)
             return []
         event.tenant = tenant
-        event.status = EVENT_DONE
+        event.status = EVENT_SKIPPED  # done once it has a delivery (below); retention.py tells them apart
         integrations = self._directory.get(tenant)
         endpoints = integrations.endpoints_for(event.event_type) if integrations is not None else []
         if not endpoints:
@@ -174,6 +175,8 @@ class DeliveryQueue:
             )
             session.add(delivery)
             deliveries.append(delivery)
+        if deliveries:
+            event.status = EVENT_DONE
         return deliveries
 
     async def _ensure_endpoint_row(self, session: AsyncSession, tenant: str, endpoint: Endpoint) -> None:

@@ -1,7 +1,8 @@
 """The integrations of one App server: configuration cache, event recorder and delivery worker, wired once.
 
-`running()` is entered by the App server's lifespan: it starts the configuration refresh and the
-worker in one TaskGroup, and on the way out lets attempts in flight finish (bounded) before cancelling.
+`running()` is entered by the App server's lifespan: it starts the configuration refresh, the worker
+and the retention (deleting old finished rows) in one TaskGroup, and on the way out lets attempts in
+flight finish (bounded) before cancelling.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from switchboard.tickets.integrations.delivery import DeliveryWorker
 from switchboard.tickets.integrations.events import EventRecorder
 from switchboard.tickets.integrations.metrics import DeliveryMetrics
 from switchboard.tickets.integrations.queue import DeliveryOptions
+from switchboard.tickets.integrations.retention import DeliveryRetention
 from switchboard.tickets.integrations.transport import build_delivery_http_client
 
 STOP_TIMEOUT_S = 5.0
@@ -34,6 +36,7 @@ class IntegrationsService:
     directory: IntegrationsDirectory
     recorder: EventRecorder
     worker: DeliveryWorker
+    retention: DeliveryRetention
     delivery_http: httpx.AsyncClient
     config_http: httpx.AsyncClient
 
@@ -55,12 +58,15 @@ class IntegrationsService:
             concurrency=settings.delivery_concurrency, retry_window_s=settings.delivery_retry_window_s,
             public_url=settings.app_public_url, helpdesk_wait_s=settings.helpdesk_wait_for_end_s,
         )
+        metrics = DeliveryMetrics(registry)
         worker = DeliveryWorker(
             sessions=sessions, directory=directory, http=delivery_http, clock=clock,
-            metrics=DeliveryMetrics(registry), options=options, environ=environ,
+            metrics=metrics, options=options, environ=environ,
             resolver=resolver or resolve_addresses,
         )
-        return cls(directory, EventRecorder(directory, clock), worker, delivery_http, config_http)
+        retention = DeliveryRetention(sessions=sessions, clock=clock, metrics=metrics,
+                                      retention_days=settings.delivery_retention_days)
+        return cls(directory, EventRecorder(directory, clock), worker, retention, delivery_http, config_http)
 
     def wake(self) -> None:
         self.worker.wake()
@@ -71,14 +77,17 @@ class IntegrationsService:
             async with asyncio.TaskGroup() as tasks:
                 config_task = tasks.create_task(self.directory.run(), name="integrations-config")
                 worker_task = tasks.create_task(self.worker.run(), name="integrations-delivery")
+                retention_task = tasks.create_task(self.retention.run(), name="integrations-retention")
                 try:
                     yield
                 finally:
                     # Let both loops finish what they are doing (bounded) rather than cancel a database
                     # query or a request halfway; whatever is still running after that is cancelled.
                     self.directory.stop()
+                    self.retention.stop()
                     await self.worker.stop(STOP_TIMEOUT_S)
-                    _, still_running = await asyncio.wait({worker_task, config_task}, timeout=STOP_TIMEOUT_S)
+                    _, still_running = await asyncio.wait({worker_task, config_task, retention_task},
+                                                          timeout=STOP_TIMEOUT_S)
                     for task in still_running:
                         task.cancel()
         finally:

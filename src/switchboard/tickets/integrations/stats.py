@@ -62,8 +62,9 @@ async def endpoint_stats(session: AsyncSession, *, tenant: str | None) -> list[E
     return [
         EndpointStats(
             tenant=e.tenant, endpoint_key=e.endpoint_key, kind=e.kind, label=e.label,
-            sent=counts.get((e.tenant, e.endpoint_key, DELIVERED), 0),
-            failed=counts.get((e.tenant, e.endpoint_key, FAILED), 0),
+            # Deliveries deleted after the retention still count (retention.py keeps the totals).
+            sent=counts.get((e.tenant, e.endpoint_key, DELIVERED), 0) + e.pruned_delivered,
+            failed=counts.get((e.tenant, e.endpoint_key, FAILED), 0) + e.pruned_failed,
             pending=counts.get((e.tenant, e.endpoint_key, PENDING), 0),
             in_flight=claimed.get((e.tenant, e.endpoint_key), 0),
             last_error=e.last_error, last_error_at=e.last_error_at, last_success_at=e.last_success_at,
