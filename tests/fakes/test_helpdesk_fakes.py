@@ -13,6 +13,7 @@ import asyncio
 import pytest
 from freshdesk.v2.api import API as FreshdeskAPI
 from freshdesk.v2.errors import FreshdeskBadRequest, FreshdeskRateLimited, FreshdeskUnauthorized
+from requests import HTTPError
 from zenpy import Zenpy
 from zenpy.lib.api_objects import Comment, Ticket, User
 from zenpy.lib.exception import APIException
@@ -96,3 +97,47 @@ async def test_zenpy_reads_the_fakes_errors_as_zendesks(zenpy_at: object) -> Non
     assert "RecordInvalid" in str(invalid.value) and "Description: cannot be blank" in str(invalid.value)
     assert invalid.value.response.status_code == 422
     assert unauthorized.value.response.status_code == 401
+
+
+async def test_zenpy_finds_or_creates_an_end_user_by_external_id_on_the_fake(zenpy_at: object) -> None:
+    async with FakeZendesk() as fake:
+        client = zenpy_at(fake)  # type: ignore[operator]
+        # zenpy writes query values unencoded, so this id has no "+" (it would arrive as a space).
+        created = await asyncio.to_thread(
+            client.users.create_or_update, User(name="Caller 15557654321", phone="+15557654321", external_id="crm-42"))
+        again = await asyncio.to_thread(
+            client.users.create_or_update, User(name="Caller again", phone="+15550000000", external_id="CRM-42"))
+        found = list(await asyncio.to_thread(client.users.search, external_id="crm-42"))
+        none = list(await asyncio.to_thread(client.users.search, external_id="crm-43"))
+        audit = await asyncio.to_thread(client.tickets.create, Ticket(
+            subject="Callback request", comment=Comment(body="Reason: refund", public=False), requester_id=created.id))
+
+    assert again.id == created.id and [u.id for u in found] == [created.id] and none == []
+    assert [r.status_code for r in fake.user_requests()] == [201, 200, 200, 200]
+    assert fake.user_requests()[0].path == "/api/v2/users/create_or_update.json"
+    assert fake.user_requests()[0].json() == {
+        "user": {"name": "Caller 15557654321", "phone": "+15557654321", "external_id": "crm-42"}}
+    # An update renames and takes the external id's case; the first phone stays the user's phone.
+    assert (again.name, again.phone, again.external_id, again.role) == ("Caller again", "+15557654321", "CRM-42",
+                                                                         "end-user")
+    assert audit.ticket.requester_id == created.id and len(fake.end_users()) == 1
+
+
+async def test_zenpy_reads_the_fakes_user_errors_as_zendesks(zenpy_at: object) -> None:
+    async with FakeZendesk() as fake:
+        client = zenpy_at(fake)  # type: ignore[operator]
+        with pytest.raises(APIException) as nameless:
+            await asyncio.to_thread(client.users.create_or_update, User(phone="+15557654321", external_id="crm-1"))
+        with pytest.raises(APIException) as unknown_requester:
+            await asyncio.to_thread(client.tickets.create, Ticket(subject="x", comment=Comment(body="x"),
+                                                                  requester_id=424242))
+        fake.answer_next(429, b"Too Many Requests", {"Retry-After": "0"}, route="users/search")
+        with pytest.raises(HTTPError) as limited:
+            await asyncio.to_thread(lambda: list(client.users.search(external_id="crm-1")))
+
+    assert nameless.value.response.status_code == 422 and "BlankValue" in str(nameless.value)
+    assert unknown_requester.value.response.status_code == 422 and "requester_id" in str(unknown_requester.value)
+    # A text/plain 429 reaches zenpy as requests' HTTPError (with "Retry-After: 0" it does not wait).
+    assert limited.value.response.status_code == 429
+    assert [r.status_code for r in fake.user_requests()] == [422, 429]
+    assert fake.end_users() == [] and fake.tickets == []

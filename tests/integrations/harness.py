@@ -87,9 +87,9 @@ class Stack:
             })
             assert response.status_code == 201, response.text
 
-    async def create_ticket(self, call_sid: str) -> dict[str, Any]:
+    async def create_ticket(self, call_sid: str, *, phone_number: str = CALLER) -> dict[str, Any]:
         response = await self.client.post("/api/tickets", json={
-            "call_sid": call_sid, "kind": "callback", "phone_number": CALLER,
+            "call_sid": call_sid, "kind": "callback", "phone_number": phone_number,
             "reason": "Refund for order 42", "requested_time": "tomorrow after 3pm",
         })
         assert response.status_code == 201, response.text

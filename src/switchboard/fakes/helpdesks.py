@@ -9,9 +9,13 @@ maintained clients python-freshdesk and zenpy in tests/fakes/test_helpdesk_fakes
 - Zendesk: `POST /api/v2/tickets.json` (basic auth `{email}/token:{api_token}`; 201 `{"ticket", "audit"}`;
   422 `RecordInvalid` with `details`; 401), `GET /api/v2/tickets/{id}.json`, and `Idempotency-Key`
   (same key and body: the stored answer with `x-idempotency-lookup: hit`; another body: 400
-  `IdempotentRequestError`).
+  `IdempotentRequestError`). Users: `POST /api/v2/users/create_or_update.json` (`{"user": {…}}`, matched
+  by `external_id` (case-insensitively) or `email`: 200 and the updated user, else 201 and a new end
+  user; 422 without a name for a new one), `GET /api/v2/users/search.json?external_id=…` (`{"users": [...],
+  "count"}`) and `GET /api/v2/users/{id}.json`. A ticket's requester is its `requester_id` (an existing
+  user, else 422), or its `requester` object (a new end user unless the e-mail is known), or the agent.
 
-Tests script answers ahead of the real handling: `answer_next(status, body, headers)`, or
+Tests script answers ahead of the real handling: `answer_next(status, body, headers, route=...)`, or
 `stall_after_create(seconds)` (the ticket is created, then the answer is held, as a timeout would look).
 """
 
@@ -23,6 +27,7 @@ import binascii
 import contextlib
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -77,7 +82,7 @@ class _FakeHelpdesk:
     wall: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     requests: list[HelpdeskRequest] = field(default_factory=list)
     tickets: list[dict[str, Any]] = field(default_factory=list)
-    _script: list[_Scripted] = field(default_factory=list)
+    _script: dict[str, list[_Scripted]] = field(default_factory=dict)
     _stall_s: float = 0.0
     _closing: asyncio.Event = field(default_factory=asyncio.Event)
     _server: LoopbackServer | None = None
@@ -89,17 +94,26 @@ class _FakeHelpdesk:
         assert self._base_url is not None, "the fake has not started"
         return self._base_url
 
-    def answer_next(self, status_code: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
-        """The next create is answered with this instead of being handled (nothing is created)."""
+    # The path of a ticket create, which `creates()` picks out of `requests`.
+    ticket_create_path = ""
+
+    def answer_next(
+        self, status_code: int, body: Any = None, headers: dict[str, str] | None = None, *, route: str = "tickets"
+    ) -> None:
+        """The next request to `route` is answered with this instead of being handled (nothing is created).
+
+        Routes: "tickets" (the ticket create) on both fakes; "users/search" and "users/create_or_update"
+        on the Zendesk one."""
         raw = body if isinstance(body, bytes) else json.dumps(body if body is not None else {}).encode()
-        self._script.append(_Scripted(status_code, raw, dict(headers or {})))
+        self._script.setdefault(route, []).append(_Scripted(status_code, raw, dict(headers or {})))
 
     def stall_after_create(self, seconds: float) -> None:
         """The next create does create the ticket, then holds its answer for `seconds` (once)."""
         self._stall_s = seconds
 
     def creates(self) -> list[HelpdeskRequest]:
-        return [r for r in self.requests if r.method == "POST"]
+        """The ticket creates received, in order."""
+        return [r for r in self.requests if r.method == "POST" and r.path == self.ticket_create_path]
 
     async def _record(self, request: Request, status_code: int, body: bytes) -> None:
         self.requests.append(HelpdeskRequest(
@@ -113,10 +127,11 @@ class _FakeHelpdesk:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), timeout=seconds)
 
-    def _scripted(self) -> Response | None:
-        if not self._script:
+    def _scripted(self, route: str = "tickets") -> Response | None:
+        queued = self._script.get(route)
+        if not queued:
             return None
-        step = self._script.pop(0)
+        step = queued.pop(0)
         media = "application/json" if step.body[:1] in (b"{", b"[") else "text/plain"
         return Response(step.body, status_code=step.status_code, headers=step.headers, media_type=media)
 
@@ -139,6 +154,7 @@ class _FakeHelpdesk:
 class FakeFreshdesk(_FakeHelpdesk):
     api_key: str = "fd-test-key"
     domain: str = "acme"
+    ticket_create_path = "/api/v2/tickets"
 
     def _check(self, payload: Any) -> list[dict[str, str]]:
         if not isinstance(payload, dict):
@@ -238,13 +254,69 @@ class FakeFreshdesk(_FakeHelpdesk):
         return app
 
 
+AGENT_ID = 1
+_USER_ROLES = (None, "end-user", "agent", "admin")
+_DIGITS = re.compile(r"^\+?[0-9][0-9 ().\-]{5,}$")
+
+
 @dataclass
 class FakeZendesk(_FakeHelpdesk):
     email: str = "ops@acme.example"
     api_token: str = "zd-test-token"
     subdomain: str = "acme"
-    requesters: dict[int, Any] = field(default_factory=dict)
+    # Every user by id: the agent whose token the fake takes (id 1) and the end users created since.
+    users: dict[int, dict[str, Any]] = field(default_factory=dict)
     _idempotency: dict[str, tuple[str, int, bytes]] = field(default_factory=dict)
+    ticket_create_path = "/api/v2/tickets.json"
+
+    def __post_init__(self) -> None:
+        self.users.setdefault(AGENT_ID, self._new_user(AGENT_ID, {"name": "Acme Ops", "email": self.email,
+                                                                  "role": "admin"}))
+
+    def end_users(self) -> list[dict[str, Any]]:
+        return [u for u in self.users.values() if u["role"] == "end-user"]
+
+    def user_requests(self) -> list[HelpdeskRequest]:
+        """The requests to the users API (search, create_or_update, show), in order."""
+        return [r for r in self.requests if r.path.startswith("/api/v2/users")]
+
+    def _new_user(self, user_id: int, fields: dict[str, Any]) -> dict[str, Any]:
+        now = _iso(self.wall())
+        return {
+            "id": user_id, "url": f"https://{self.subdomain}.zendesk.com/api/v2/users/{user_id}.json",
+            "name": fields.get("name"), "email": fields.get("email"), "phone": fields.get("phone"),
+            "external_id": fields.get("external_id"), "role": fields.get("role") or "end-user", "active": True,
+            "verified": bool(fields.get("verified", False)), "created_at": now, "updated_at": now,
+        }
+
+    def _add_user(self, fields: dict[str, Any]) -> dict[str, Any]:
+        user = self._new_user(10_000 + len(self.users), fields)
+        self.users[user["id"]] = user
+        return user
+
+    def _match_user(self, fields: dict[str, Any]) -> dict[str, Any] | None:
+        external_id, email = fields.get("external_id"), fields.get("email")
+        for user in self.users.values():
+            if external_id and (user["external_id"] or "").casefold() == str(external_id).casefold():
+                return user
+        for user in self.users.values():
+            if email and (user["email"] or "").casefold() == str(email).casefold():
+                return user
+        return None
+
+    def _check_user(self, payload: Any, *, is_new: bool) -> dict[str, list[dict[str, str]]] | None:
+        user = payload.get("user") if isinstance(payload, dict) else None
+        if not isinstance(user, dict):
+            return {"base": [{"description": "User is missing", "error": "InvalidValue"}]}
+        details: dict[str, list[dict[str, str]]] = {}
+        if is_new and not (isinstance(user.get("name"), str) and user["name"].strip()):
+            details["name"] = [{"description": "Name:  is too short (minimum is 1 character)", "error": "BlankValue"}]
+        if user.get("role") not in _USER_ROLES:
+            details["role"] = [{"description": "Role: is not valid", "error": "InvalidValue"}]
+        phone = user.get("phone")
+        if phone is not None and not (isinstance(phone, str) and _DIGITS.match(phone)):
+            details["phone"] = [{"description": "Phone: is not a valid phone number", "error": "InvalidValue"}]
+        return details or None
 
     def _check(self, payload: Any) -> tuple[str, dict[str, list[dict[str, str]]]] | None:
         ticket = payload.get("ticket") if isinstance(payload, dict) else None
@@ -259,9 +331,24 @@ class FakeZendesk(_FakeHelpdesk):
         requester = ticket.get("requester")
         if requester is not None and not (isinstance(requester, dict) and (requester.get("name") or requester.get("email"))):
             details["requester"] = [{"description": "Requester: Name is too short", "error": "InvalidValue"}]
+        requester_id = ticket.get("requester_id")
+        if requester_id is not None and requester_id not in self.users:
+            details["requester_id"] = [{"description": "Requester: is invalid", "error": "InvalidValue"}]
         if ticket.get("priority") not in (None, "urgent", "high", "normal", "low"):
             details["priority"] = [{"description": "Priority: is not valid", "error": "InvalidValue"}]
         return ("RecordInvalid", details) if details else None
+
+    def _requester_of(self, fields: dict[str, Any]) -> int:
+        if fields.get("requester_id") is not None:
+            return int(fields["requester_id"])
+        requester = fields.get("requester")
+        if isinstance(requester, dict):
+            # A requester object names a new end user unless its e-mail is known: a name-only requester
+            # is a new user on every ticket.
+            known = self._match_user({"email": requester.get("email")})
+            user_id: int = (known if known is not None else self._add_user(requester))["id"]
+            return user_id
+        return AGENT_ID
 
     def build_app(self) -> FastAPI:
         app = FastAPI(docs_url=None, redoc_url=None)
@@ -273,10 +360,14 @@ class FakeZendesk(_FakeHelpdesk):
         def unauthorized() -> JSONResponse:
             return JSONResponse({"error": "Couldn't authenticate you"}, status_code=401)
 
+        def invalid(details: dict[str, list[dict[str, str]]]) -> JSONResponse:
+            return JSONResponse({"error": "RecordInvalid", "description": "Record validation errors",
+                                 "details": details}, status_code=422)
+
         @app.post("/api/v2/tickets.json")
         async def create(request: Request) -> Response:
             body = await request.body()
-            scripted = self._scripted()
+            scripted = self._scripted("tickets")
             if scripted is not None:
                 await self._record(request, scripted.status_code, body)
                 return scripted
@@ -312,16 +403,14 @@ class FakeZendesk(_FakeHelpdesk):
                 "id": ticket_id, "url": f"https://{self.subdomain}.zendesk.com/api/v2/tickets/{ticket_id}.json",
                 "external_id": fields.get("external_id"), "subject": fields.get("subject"),
                 "raw_subject": fields.get("subject"), "description": comment.get("body") or fields.get("description"),
-                "priority": fields.get("priority"), "status": "new", "type": None, "requester_id": 9000 + ticket_id,
-                "submitter_id": 1, "assignee_id": None, "tags": fields.get("tags", []), "created_at": now,
-                "updated_at": now, "via": {"channel": "api"}, "custom_fields": [],
-                "is_public": comment.get("public", True),
+                "priority": fields.get("priority"), "status": "new", "type": None,
+                "requester_id": self._requester_of(fields), "submitter_id": AGENT_ID, "assignee_id": None,
+                "tags": fields.get("tags", []), "created_at": now, "updated_at": now, "via": {"channel": "api"},
+                "custom_fields": [], "is_public": comment.get("public", True),
             }
-            # Zendesk answers with requester_id only; the fake keeps what it was sent for assertions.
-            self.requesters[ticket_id] = fields.get("requester")
             self.tickets.append(ticket)
             answer = json.dumps({"ticket": ticket, "audit": {
-                "id": 7000 + ticket_id, "ticket_id": ticket_id, "created_at": now, "author_id": 1, "events": [],
+                "id": 7000 + ticket_id, "ticket_id": ticket_id, "created_at": now, "author_id": AGENT_ID, "events": [],
             }}).encode()
             if key is not None:
                 self._idempotency[key] = (digest, 201, answer)
@@ -338,6 +427,68 @@ class FakeZendesk(_FakeHelpdesk):
             for ticket in self.tickets:
                 if ticket["id"] == ticket_id:
                     return JSONResponse({"ticket": ticket})
+            return JSONResponse({"error": "RecordNotFound", "description": "Not found"}, status_code=404)
+
+        async def create_or_update_user(request: Request) -> Response:
+            body = await request.body()
+            scripted = self._scripted("users/create_or_update")
+            if scripted is not None:
+                await self._record(request, scripted.status_code, body)
+                return scripted
+            if not is_authorized(request):
+                await self._record(request, 401, body)
+                return unauthorized()
+            try:
+                payload = json.loads(body)
+            except ValueError:
+                payload = None
+            fields = payload.get("user") if isinstance(payload, dict) else None
+            existing = self._match_user(fields) if isinstance(fields, dict) else None
+            problem = self._check_user(payload, is_new=existing is None)
+            if problem is not None:
+                await self._record(request, 422, body)
+                return invalid(problem)
+            assert isinstance(fields, dict)
+            if existing is None:
+                await self._record(request, 201, body)
+                return JSONResponse({"user": self._add_user(fields)}, status_code=201)
+            for name in ("name", "external_id", "role"):
+                if fields.get(name) is not None:
+                    existing[name] = fields[name]
+            # Zendesk adds a further phone identity rather than replacing the primary phone.
+            if existing["phone"] is None and fields.get("phone") is not None:
+                existing["phone"] = fields["phone"]
+            existing["updated_at"] = _iso(self.wall())
+            await self._record(request, 200, body)
+            return JSONResponse({"user": existing}, status_code=200)
+
+        for path in ("/api/v2/users/create_or_update.json", "/api/v2/users/create_or_update"):
+            app.add_api_route(path, create_or_update_user, methods=["POST"])
+
+        @app.get("/api/v2/users/search.json")
+        async def search_users(request: Request, external_id: str | None = None) -> Response:
+            scripted = self._scripted("users/search")
+            if scripted is not None:
+                await self._record(request, scripted.status_code, b"")
+                return scripted
+            if not is_authorized(request):
+                await self._record(request, 401, b"")
+                return unauthorized()
+            if not external_id:
+                await self._record(request, 400, b"")
+                return JSONResponse({"error": "InvalidParameter",
+                                     "description": "this fake searches users by external_id only"}, status_code=400)
+            found = [u for u in self.users.values() if (u["external_id"] or "").casefold() == external_id.casefold()]
+            await self._record(request, 200, b"")
+            return JSONResponse({"users": found, "next_page": None, "previous_page": None, "count": len(found)})
+
+        @app.get("/api/v2/users/{user_id}.json")
+        async def show_user(user_id: int, request: Request) -> Response:
+            await self._record(request, 200, b"")
+            if not is_authorized(request):
+                return unauthorized()
+            if user_id in self.users:
+                return JSONResponse({"user": self.users[user_id]})
             return JSONResponse({"error": "RecordNotFound", "description": "Not found"}, status_code=404)
 
         return app

@@ -53,8 +53,10 @@ class DeliveryOptions:
 
     @property
     def effective_lease_s(self) -> float:
-        # An attempt (DNS, connect, send, read) is bounded by timeout_s; the lease must outlast it.
-        return max(self.lease_s, 2 * self.timeout_s + 5.0)
+        # Each request of an attempt (DNS, connect, send, read) is bounded by timeout_s, and a helpdesk
+        # attempt makes up to three (Zendesk: find the requester, create it, create the ticket); the
+        # lease must outlast them all.
+        return max(self.lease_s, 3 * self.timeout_s + 5.0)
 
 
 @dataclass(frozen=True, slots=True)

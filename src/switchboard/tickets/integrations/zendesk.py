@@ -1,8 +1,16 @@
-"""Zendesk Support API: create a callback ticket (`POST /api/v2/tickets.json`), API-token auth.
+"""Zendesk Support API: create a callback ticket requested by the caller's own end user, API-token auth.
+
+An attempt first finds the caller's end user by a stable `external_id` derived from the phone number
+(`switchboard-phone:+15551234567`): `GET /api/v2/users/search.json?external_id=…`, and only when there is
+none, `POST /api/v2/users/create_or_update.json` with name, phone and that `external_id` (Zendesk matches
+an existing user by `external_id` or e-mail: 200 updated, 201 created; either way `{"user": {"id"}}`).
+A user found is left as the agents edited it. Then `POST /api/v2/tickets.json` with `requester_id`, so
+one caller's callbacks share one Zendesk user who carries the phone number.
 
 Retries are made safe with Zendesk's own idempotency (protocols addendum E.3): every attempt of a
-delivery sends the same `Idempotency-Key` (the delivery's id) and the same body, so a retry after a
-timeout gets the ticket the first attempt created. Keys live 2 hours at Zendesk; `external_id`
+delivery sends the same `Idempotency-Key` (the delivery's id) and the same ticket body (the requester
+step is idempotent by `external_id`, so `requester_id` comes out the same), and a retry after a timeout
+gets the ticket the first attempt created. Keys live 2 hours at Zendesk; `external_id`
 (`switchboard-ticket-<id>`) also links the ticket to ours.
 """
 
@@ -20,17 +28,29 @@ from switchboard.tickets.integrations.helpdesk_ticket import CallbackDetails
 from switchboard.tickets.integrations.policy import AttemptResult, parse_retry_after
 from switchboard.tickets.integrations.transport import HttpAnswer, OutboundFailure, answer_text, send
 
+REQUESTER_PREFIX = "switchboard-phone:"
+
+
+def normalized_phone(phone_number: str) -> str:
+    """`+1 (555) 123-4567` -> `+15551234567`: the digits, and the leading `+` if there was one."""
+    digits = "".join(c for c in phone_number if c.isdigit())
+    return ("+" if phone_number.strip().startswith("+") else "") + digits
+
 
 def ticket_request(details: CallbackDetails) -> dict[str, Any]:
+    """What a delivery sends, kept on its row: `user` (the requester to find or create) and `ticket`
+    (sent as `{"ticket": {..., "requester_id": <the user's id>}}`)."""
+    phone = normalized_phone(details.phone_number)
     return {
+        # No role: a new user is an end user by default, and a matched one keeps whatever role it has.
+        "user": {"name": f"Caller {phone}", "phone": phone, "external_id": REQUESTER_PREFIX + phone},
         "ticket": {
             "subject": details.subject,
             "comment": {"body": details.text(), "public": False},
-            "requester": {"name": f"Caller {details.phone_number}"},
             "priority": "normal",
             "tags": ["switchboard", "callback"],
             "external_id": f"switchboard-ticket-{details.ticket_id}",
-        }
+        },
     }
 
 
@@ -68,15 +88,27 @@ async def create_ticket(
     except MissingVariable as exc:
         return AttemptResult(None, error=f"the App server has no environment variable {exc.name}",
                              is_configuration_error=True)
+    planned = json.loads(request_body)
+    base = account.api_base_url + "/api/v2"
+    common = {"allow_private_network": account.allow_private_network, "timeout_s": timeout_s, "resolver": resolver,
+              "auth": auth}
+    step = "requester: "
     try:
+        if "user" in planned:
+            requester = await _find_or_create_requester(client, base, planned["user"], common)
+            if isinstance(requester, AttemptResult):
+                return requester
+            ticket_body = _json_bytes({"ticket": {**planned["ticket"], "requester_id": requester}})
+        else:  # kept on its row before requesters were looked up: sent as it was
+            ticket_body = request_body
+        step = ""
         answer = await send(
-            client, "POST", account.api_base_url + "/api/v2/tickets.json",
+            client, "POST", base + "/tickets.json",
             headers={"content-type": "application/json", "idempotency-key": f"switchboard:{message_id}"},
-            content=request_body, allow_private_network=account.allow_private_network, timeout_s=timeout_s,
-            resolver=resolver, auth=auth,
+            content=ticket_body, **common,  # type: ignore[arg-type]
         )
     except OutboundFailure as exc:
-        return AttemptResult(None, error=f"zendesk: {exc}", is_ambiguous=exc.is_ambiguous,
+        return AttemptResult(None, error=f"zendesk: {step}{exc}", is_ambiguous=exc.is_ambiguous,
                              is_configuration_error=exc.is_refused)
     if 200 <= answer.status_code < 300:
         try:
@@ -84,7 +116,47 @@ async def create_ticket(
         except (ValueError, KeyError, TypeError):
             return AttemptResult(502, error="zendesk: the answer had no ticket id", is_ambiguous=True)
         return AttemptResult(answer.status_code, external_id=ticket_id, external_url=ticket_url(account, ticket_id))
+    return _refused(answer, "")
+
+
+async def _find_or_create_requester(
+    client: httpx.AsyncClient, base: str, user: dict[str, Any], common: Mapping[str, Any],
+) -> int | AttemptResult:
+    """The id of the end user with `user["external_id"]`, created if there is none; or why not.
+
+    Raises:
+        OutboundFailure: as `send`.
+    """
+    external_id = str(user["external_id"])
+    found = await send(client, "GET", base + "/users/search.json", headers={"accept": "application/json"},
+                       content=None, params={"external_id": external_id}, **common)
+    if found.status_code != 200:
+        return _refused(found, "requester: ")
+    try:
+        users = json.loads(found.body)["users"]
+        # Zendesk compares external ids case-insensitively (Create Or Update User).
+        match = next((u for u in users if str(u.get("external_id") or "").casefold() == external_id.casefold()), None)
+        if match is not None:
+            return int(match["id"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return AttemptResult(502, error="zendesk: requester: the search answer had no users", is_ambiguous=True)
+    answer = await send(client, "POST", base + "/users/create_or_update.json",
+                        headers={"content-type": "application/json"}, content=_json_bytes({"user": user}), **common)
+    if not 200 <= answer.status_code < 300:
+        return _refused(answer, "requester: ")
+    try:
+        return int(json.loads(answer.body)["user"]["id"])
+    except (ValueError, KeyError, TypeError):
+        return AttemptResult(502, error="zendesk: requester: the answer had no user id", is_ambiguous=True)
+
+
+def _refused(answer: HttpAnswer, step: str) -> AttemptResult:
     return AttemptResult(
-        answer.status_code, error="zendesk: " + error_text(answer),
+        answer.status_code, error=f"zendesk: {step}" + error_text(answer),
         retry_after_s=parse_retry_after(answer.headers.get("retry-after")), is_ambiguous=answer.status_code >= 500,
     )
+
+
+def _json_bytes(value: object) -> bytes:
+    # The same separators as the body kept on the row: a retry sends byte-identical JSON.
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
