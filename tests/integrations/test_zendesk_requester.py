@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from sqlalchemy import update
 
 from switchboard.fakes.helpdesks import FakeZendesk
@@ -104,13 +105,12 @@ async def test_the_requester_step_answering_429_is_retried_after_its_retry_after
     assert ticket["external"] == [{"system": "zendesk", "id": "1", "url": f"{zendesk.base_url}/agent/tickets/1"}]
 
 
-async def test_a_422_on_the_requester_step_is_visible_on_the_ticket_and_no_ticket_is_sent(
+async def test_a_requester_step_answering_500_is_visible_on_the_ticket_and_no_ticket_is_sent_until_the_retry(
     database_url: str, tmp_path: Path
 ) -> None:
     async with FakeZendesk() as zendesk:
-        zendesk.answer_next(422, {"error": "RecordInvalid", "description": "Record validation errors", "details": {
-            "phone": [{"description": "Phone: is not a valid phone number", "error": "InvalidValue"}]}},
-            route="users/create_or_update")
+        zendesk.answer_next(500, {"error": "InternalError", "description": "Something went wrong"},
+                            route="users/create_or_update")
         async with integration_stack(database_url, tmp_path, tenant_yaml(zendesk_entry(zendesk)),
                                      environ=ENVIRON) as stack:
             await stack.open_call("CA320")
@@ -122,16 +122,39 @@ async def test_a_422_on_the_requester_step_is_visible_on_the_ticket_and_no_ticke
 
     [error] = refused["integration_errors"]  # type: ignore[misc]
     assert (error["system"], error["status"]) == ("zendesk", "retrying")  # type: ignore[index]
-    assert error["error"] == (  # type: ignore[index]
-        "zendesk: requester: 422 RecordInvalid: Record validation errors; "
-        "phone: Phone: is not a valid phone number (InvalidValue)"
-    )
+    assert error["error"] == "zendesk: requester: 500 InternalError: Something went wrong"  # type: ignore[index]
     # The retry created the user, then the ticket, once.
-    assert [r.status_code for r in zendesk.user_requests()] == [200, 422, 200, 201]
+    assert [r.status_code for r in zendesk.user_requests()] == [200, 500, 200, 201]
     [user] = zendesk.end_users()
     [sent] = zendesk.creates()
     assert sent.json()["ticket"]["requester_id"] == user["id"]
     assert ticket["integration_errors"] == []
+
+
+@pytest.mark.parametrize(("route", "status_code", "body"), [
+    ("users/create_or_update", 422, {"error": "RecordInvalid", "description": "Record validation errors", "details": {
+        "phone": [{"description": "Phone: is already being used by another user", "error": "DuplicateValue"}]}}),
+    ("users/search", 403, {"error": "Forbidden", "description": "You do not have access to this page."}),
+], ids=["number-refused", "may-not-manage-users"])
+async def test_a_requester_step_refused_for_good_still_sends_the_ticket_requested_by_name(
+    database_url: str, tmp_path: Path, route: str, status_code: int, body: dict[str, object]
+) -> None:
+    """The callback reaches the helpdesk anyway, requested by name as before requesters were looked up."""
+    async with FakeZendesk() as zendesk:
+        zendesk.answer_next(status_code, body, route=route)
+        async with integration_stack(database_url, tmp_path, tenant_yaml(zendesk_entry(zendesk)),
+                                     environ=ENVIRON) as stack:
+            await stack.open_call("CA321")
+            await stack.create_ticket("CA321")
+            ticket = await wait_for_ticket(stack, "CA321", is_linked)
+
+    [sent] = zendesk.creates()
+    assert sent.status_code == 201
+    assert sent.json()["ticket"]["requester"] == {"name": f"Caller {CALLER}"}
+    assert "requester_id" not in sent.json()["ticket"]
+    assert zendesk.user_requests()[-1].status_code == status_code
+    assert ticket["integration_errors"] == []
+    assert ticket["external"] == [{"system": "zendesk", "id": "1", "url": f"{zendesk.base_url}/agent/tickets/1"}]
 
 
 async def test_a_delivery_kept_before_requesters_were_looked_up_is_sent_as_it_was(

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from switchboard.logs import get_logger
 from switchboard.outbound_http import MissingVariable, Resolver, expand_variables
 from switchboard.tickets.integrations.config import ZendeskAccount
 from switchboard.tickets.integrations.helpdesk_ticket import CallbackDetails
@@ -29,6 +30,11 @@ from switchboard.tickets.integrations.policy import AttemptResult, parse_retry_a
 from switchboard.tickets.integrations.transport import HttpAnswer, OutboundFailure, answer_text, send
 
 REQUESTER_PREFIX = "switchboard-phone:"
+# The requester step refused for good (the API user may not manage end users; the number is already another
+# user's, or Zendesk rejects it): the ticket goes out requested by name, as before requesters were looked up,
+# rather than the callback never reaching the helpdesk. A 429 or a 5xx is retried as usual.
+FALL_BACK_ON = frozenset({403, 422})
+log = get_logger("switchboard.tickets.integrations")
 
 
 def normalized_phone(phone_number: str) -> str:
@@ -97,8 +103,15 @@ async def create_ticket(
         if "user" in planned:
             requester = await _find_or_create_requester(client, base, planned["user"], common)
             if isinstance(requester, AttemptResult):
-                return requester
-            ticket_body = _json_bytes({"ticket": {**planned["ticket"], "requester_id": requester}})
+                if requester.status_code not in FALL_BACK_ON:
+                    return requester
+                # The callback must reach the helpdesk: requested by name, as Zendesk takes any ticket.
+                log.warning("zendesk.requester_by_name", status_code=requester.status_code,
+                            error=(requester.error or "")[:200])
+                ticket_body = _json_bytes({"ticket": {**planned["ticket"],
+                                                      "requester": {"name": planned["user"]["name"]}}})
+            else:
+                ticket_body = _json_bytes({"ticket": {**planned["ticket"], "requester_id": requester}})
         else:  # kept on its row before requesters were looked up: sent as it was
             ticket_body = request_body
         step = ""
