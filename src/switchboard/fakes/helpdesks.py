@@ -138,6 +138,24 @@ class _FakeHelpdesk:
     def build_app(self) -> FastAPI:
         raise NotImplementedError
 
+    def _is_authorized(self, request: Request) -> bool:
+        raise NotImplementedError
+
+    def _unauthorized(self) -> Response:
+        raise NotImplementedError
+
+    async def _preempted(self, request: Request, body: bytes, route: str = "tickets") -> Response | None:
+        """What answers before the request is handled, recorded: the next scripted answer for `route`, else
+        the helpdesk's 401 for bad credentials. None: handle it."""
+        scripted = self._scripted(route)
+        if scripted is not None:
+            await self._record(request, scripted.status_code, body)
+            return scripted
+        if not self._is_authorized(request):
+            await self._record(request, 401, body)
+            return self._unauthorized()
+        return None
+
     async def __aenter__(self) -> _FakeHelpdesk:
         self._server = LoopbackServer(self.build_app(), name=type(self).__name__)
         await self._server.start()
@@ -182,27 +200,23 @@ class FakeFreshdesk(_FakeHelpdesk):
                            "code": "invalid_value"})
         return errors
 
+    def _is_authorized(self, request: Request) -> bool:
+        auth = _basic_auth(request.headers.get("authorization"))
+        return auth is not None and auth[0] == self.api_key
+
+    def _unauthorized(self) -> Response:
+        return JSONResponse({"code": "invalid_credentials",
+                             "message": "You have to be logged in to perform this action."}, status_code=401)
+
     def build_app(self) -> FastAPI:
         app = FastAPI(docs_url=None, redoc_url=None)
-
-        def unauthorized() -> JSONResponse:
-            return JSONResponse({"code": "invalid_credentials",
-                                 "message": "You have to be logged in to perform this action."}, status_code=401)
-
-        def is_authorized(request: Request) -> bool:
-            auth = _basic_auth(request.headers.get("authorization"))
-            return auth is not None and auth[0] == self.api_key
 
         @app.post("/api/v2/tickets")
         async def create(request: Request) -> Response:
             body = await request.body()
-            scripted = self._scripted()
-            if scripted is not None:
-                await self._record(request, scripted.status_code, body)
-                return scripted
-            if not is_authorized(request):
-                await self._record(request, 401, body)
-                return unauthorized()
+            preempted = await self._preempted(request, body)
+            if preempted is not None:
+                return preempted
             try:
                 payload = json.loads(body)
             except ValueError:
@@ -230,8 +244,8 @@ class FakeFreshdesk(_FakeHelpdesk):
         @app.get("/api/v2/tickets/{ticket_id}")
         async def view(ticket_id: int, request: Request) -> Response:
             await self._record(request, 200, b"")
-            if not is_authorized(request):
-                return unauthorized()
+            if not self._is_authorized(request):
+                return self._unauthorized()
             for ticket in self.tickets:
                 if ticket["id"] == ticket_id:
                     return JSONResponse(ticket)
@@ -240,8 +254,8 @@ class FakeFreshdesk(_FakeHelpdesk):
         @app.get("/api/v2/search/tickets")
         async def search(request: Request, query: str = "") -> Response:
             await self._record(request, 200, b"")
-            if not is_authorized(request):
-                return unauthorized()
+            if not self._is_authorized(request):
+                return self._unauthorized()
             inner = query.strip().strip('"')
             if not (inner.startswith("tag:'") and inner.endswith("'")):
                 return JSONResponse({"description": "Validation failed", "errors": [
@@ -350,15 +364,15 @@ class FakeZendesk(_FakeHelpdesk):
             return user_id
         return AGENT_ID
 
+    def _is_authorized(self, request: Request) -> bool:
+        auth = _basic_auth(request.headers.get("authorization"))
+        return auth == (f"{self.email}/token", self.api_token)
+
+    def _unauthorized(self) -> Response:
+        return JSONResponse({"error": "Couldn't authenticate you"}, status_code=401)
+
     def build_app(self) -> FastAPI:
         app = FastAPI(docs_url=None, redoc_url=None)
-
-        def is_authorized(request: Request) -> bool:
-            auth = _basic_auth(request.headers.get("authorization"))
-            return auth == (f"{self.email}/token", self.api_token)
-
-        def unauthorized() -> JSONResponse:
-            return JSONResponse({"error": "Couldn't authenticate you"}, status_code=401)
 
         def invalid(details: dict[str, list[dict[str, str]]]) -> JSONResponse:
             return JSONResponse({"error": "RecordInvalid", "description": "Record validation errors",
@@ -367,13 +381,9 @@ class FakeZendesk(_FakeHelpdesk):
         @app.post("/api/v2/tickets.json")
         async def create(request: Request) -> Response:
             body = await request.body()
-            scripted = self._scripted("tickets")
-            if scripted is not None:
-                await self._record(request, scripted.status_code, body)
-                return scripted
-            if not is_authorized(request):
-                await self._record(request, 401, body)
-                return unauthorized()
+            preempted = await self._preempted(request, body)
+            if preempted is not None:
+                return preempted
             key = request.headers.get("idempotency-key")
             digest = hashlib.sha256(body).hexdigest()
             if key is not None and key in self._idempotency:
@@ -422,8 +432,8 @@ class FakeZendesk(_FakeHelpdesk):
         @app.get("/api/v2/tickets/{ticket_id}.json")
         async def view(ticket_id: int, request: Request) -> Response:
             await self._record(request, 200, b"")
-            if not is_authorized(request):
-                return unauthorized()
+            if not self._is_authorized(request):
+                return self._unauthorized()
             for ticket in self.tickets:
                 if ticket["id"] == ticket_id:
                     return JSONResponse({"ticket": ticket})
@@ -431,13 +441,9 @@ class FakeZendesk(_FakeHelpdesk):
 
         async def create_or_update_user(request: Request) -> Response:
             body = await request.body()
-            scripted = self._scripted("users/create_or_update")
-            if scripted is not None:
-                await self._record(request, scripted.status_code, body)
-                return scripted
-            if not is_authorized(request):
-                await self._record(request, 401, body)
-                return unauthorized()
+            preempted = await self._preempted(request, body, "users/create_or_update")
+            if preempted is not None:
+                return preempted
             try:
                 payload = json.loads(body)
             except ValueError:
@@ -467,13 +473,9 @@ class FakeZendesk(_FakeHelpdesk):
 
         @app.get("/api/v2/users/search.json")
         async def search_users(request: Request, external_id: str | None = None) -> Response:
-            scripted = self._scripted("users/search")
-            if scripted is not None:
-                await self._record(request, scripted.status_code, b"")
-                return scripted
-            if not is_authorized(request):
-                await self._record(request, 401, b"")
-                return unauthorized()
+            preempted = await self._preempted(request, b"", "users/search")
+            if preempted is not None:
+                return preempted
             if not external_id:
                 await self._record(request, 400, b"")
                 return JSONResponse({"error": "InvalidParameter",
@@ -485,8 +487,8 @@ class FakeZendesk(_FakeHelpdesk):
         @app.get("/api/v2/users/{user_id}.json")
         async def show_user(user_id: int, request: Request) -> Response:
             await self._record(request, 200, b"")
-            if not is_authorized(request):
-                return unauthorized()
+            if not self._is_authorized(request):
+                return self._unauthorized()
             if user_id in self.users:
                 return JSONResponse({"user": self.users[user_id]})
             return JSONResponse({"error": "RecordNotFound", "description": "Not found"}, status_code=404)

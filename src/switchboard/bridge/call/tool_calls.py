@@ -41,24 +41,12 @@ class ToolCalls(CallState):
             self._exit = PendingExit(kind=kind, stage="wait_response", holding_response=event.response_id)
             if kind == "transfer":
                 self._transfer_note = (*_transfer_arguments(event.arguments), f"tool:{event.call_id}", seq)
-            self._tool_results.append(SendToolResult(event.call_id, result))
-            out.append(
-                RecordMessage(
-                    seq=seq, role="tool", text=event.name, message_id=f"tool:{event.call_id}", name=event.name,
-                    arguments=event.arguments, result=result, duration_ms=0.0,
-                )
-            )
+            self._answer_tool_at_once(event, seq, result, out)
             return
         if event.name == TRANSFER_TOOL:
             result = json.dumps({"ok": False, "error": "no_transfer_number",
                                  "detail": "No human is available by phone; offer a callback ticket instead."})
-            self._tool_results.append(SendToolResult(event.call_id, result))
-            out.append(
-                RecordMessage(
-                    seq=seq, role="tool", text=event.name, message_id=f"tool:{event.call_id}", name=event.name,
-                    arguments=event.arguments, result=result, duration_ms=0.0,
-                )
-            )
+            self._answer_tool_at_once(event, seq, result, out)
             return
         self._tools[event.call_id] = ToolRun(
             call_id=event.call_id, name=event.name, arguments=event.arguments, response_id=event.response_id,
@@ -68,6 +56,16 @@ class ToolCalls(CallState):
         if self._next_thinking_at is None:
             self._next_thinking_at = now + self.settings.thinking_delay_s
         out.append(StartToolCall(call_id=event.call_id, name=event.name, arguments=event.arguments))
+
+    def _answer_tool_at_once(self, event: ToolCallRequested, seq: int, result: str, out: list[CallAction]) -> None:
+        """A tool the call answers itself (end the call, transfer or its refusal): the result, and its record."""
+        self._tool_results.append(SendToolResult(event.call_id, result))
+        out.append(
+            RecordMessage(
+                seq=seq, role="tool", text=event.name, message_id=f"tool:{event.call_id}", name=event.name,
+                arguments=event.arguments, result=result, duration_ms=0.0,
+            )
+        )
 
     def _on_tool_finished(self, event: ToolCallFinished, now: float, out: list[CallAction]) -> None:
         run = self._tools.pop(event.call_id, None)

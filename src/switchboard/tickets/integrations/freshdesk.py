@@ -17,8 +17,16 @@ import httpx
 from switchboard.outbound_http import MissingVariable, Resolver, expand_variables
 from switchboard.tickets.integrations.config import FreshdeskAccount
 from switchboard.tickets.integrations.helpdesk_ticket import CallbackDetails
-from switchboard.tickets.integrations.policy import AttemptResult, parse_retry_after
-from switchboard.tickets.integrations.transport import HttpAnswer, OutboundFailure, answer_text, send
+from switchboard.tickets.integrations.policy import AttemptResult
+from switchboard.tickets.integrations.transport import (
+    HttpAnswer,
+    OutboundFailure,
+    answer_text,
+    not_sent,
+    refused,
+    send,
+    unconfigured,
+)
 
 SOURCE_PHONE = 3
 STATUS_OPEN = 2
@@ -69,8 +77,7 @@ async def create_ticket(
     try:
         auth = (expand_variables(account.api_key, environ), "X")
     except MissingVariable as exc:
-        return AttemptResult(None, error=f"the App server has no environment variable {exc.name}",
-                             is_configuration_error=True)
+        return unconfigured(exc)
     base = account.api_base_url + "/api/v2"
     common = {"allow_private_network": account.allow_private_network, "timeout_s": timeout_s, "resolver": resolver,
               "auth": auth}
@@ -89,18 +96,14 @@ async def create_ticket(
             **common,  # type: ignore[arg-type]
         )
     except OutboundFailure as exc:
-        return AttemptResult(None, error=f"freshdesk: {exc}", is_ambiguous=exc.is_ambiguous,
-                             is_configuration_error=exc.is_refused)
+        return not_sent(exc, "freshdesk: ")
     if 200 <= answer.status_code < 300:
         try:
             ticket_id = str(json.loads(answer.body)["id"])
         except (ValueError, KeyError, TypeError):
             return AttemptResult(502, error="freshdesk: the answer had no ticket id", is_ambiguous=True)
         return AttemptResult(answer.status_code, external_id=ticket_id, external_url=ticket_url(account, ticket_id))
-    return AttemptResult(
-        answer.status_code, error="freshdesk: " + error_text(answer),
-        retry_after_s=parse_retry_after(answer.headers.get("retry-after")), is_ambiguous=answer.status_code >= 500,
-    )
+    return refused(answer, "freshdesk: " + error_text(answer))
 
 
 def _first_result(answer: HttpAnswer) -> str | None:

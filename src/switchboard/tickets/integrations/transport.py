@@ -12,7 +12,14 @@ from dataclasses import dataclass
 
 import httpx
 
-from switchboard.outbound_http import DestinationRefused, DestinationUnresolved, Resolver, check_destination
+from switchboard.outbound_http import (
+    DestinationRefused,
+    DestinationUnresolved,
+    MissingVariable,
+    Resolver,
+    check_destination,
+)
+from switchboard.tickets.integrations.policy import AttemptResult, parse_retry_after
 
 MAX_ANSWER_BYTES = 64 * 1024
 
@@ -96,3 +103,23 @@ def answer_text(answer: HttpAnswer, limit: int = 500) -> str:
     """The peer's answer body as text for a recorded error, trimmed."""
     text = answer.body.decode("utf-8", errors="replace").strip()
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+# What an attempt that did not succeed records: the same for webhooks and every helpdesk.
+def unconfigured(exc: MissingVariable) -> AttemptResult:
+    """A `${VAR}` of the tenant file is not in the App server's environment: no retry helps, an operator must."""
+    return AttemptResult(None, error=f"the App server has no environment variable {exc.name}",
+                         is_configuration_error=True)
+
+
+def not_sent(exc: OutboundFailure, prefix: str = "") -> AttemptResult:
+    """No HTTP answer (`send` raised)."""
+    return AttemptResult(None, error=f"{prefix}{exc}", is_ambiguous=exc.is_ambiguous,
+                         is_configuration_error=exc.is_refused)
+
+
+def refused(answer: HttpAnswer, error: str) -> AttemptResult:
+    """A non-2xx answer: the peer's Retry-After kept; a 5xx is ambiguous (the peer may have acted)."""
+    return AttemptResult(answer.status_code, error=error,
+                         retry_after_s=parse_retry_after(answer.headers.get("retry-after")),
+                         is_ambiguous=answer.status_code >= 500)

@@ -16,8 +16,15 @@ import httpx
 
 from switchboard.outbound_http import MissingVariable, Resolver, expand_variables
 from switchboard.tickets.integrations.config import WebhookEndpoint
-from switchboard.tickets.integrations.policy import AttemptResult, parse_retry_after
-from switchboard.tickets.integrations.transport import OutboundFailure, answer_text, send
+from switchboard.tickets.integrations.policy import AttemptResult
+from switchboard.tickets.integrations.transport import (
+    OutboundFailure,
+    answer_text,
+    not_sent,
+    refused,
+    send,
+    unconfigured,
+)
 
 USER_AGENT = "Switchboard-Webhooks/1"
 
@@ -63,8 +70,7 @@ async def send_webhook(
         url = expand_variables(endpoint.url, environ)
         secret = secret_bytes(expand_variables(endpoint.secret, environ))
     except MissingVariable as exc:
-        return AttemptResult(None, error=f"the App server has no environment variable {exc.name}",
-                             is_configuration_error=True)
+        return unconfigured(exc)
     except InvalidSecret as exc:
         return AttemptResult(None, error=str(exc), is_configuration_error=True)
     try:
@@ -73,8 +79,7 @@ async def send_webhook(
             allow_private_network=endpoint.allow_private_network, timeout_s=timeout_s, resolver=resolver,
         )
     except OutboundFailure as exc:
-        return AttemptResult(None, error=str(exc), is_ambiguous=exc.is_ambiguous,
-                             is_configuration_error=exc.is_refused)
+        return not_sent(exc)
     code = answer.status_code
     if 200 <= code < 300:
         return AttemptResult(code)
@@ -82,5 +87,4 @@ async def send_webhook(
         error = f"{code} redirect not followed"
     else:
         error = f"{code} {answer_text(answer, 200)}".strip()
-    return AttemptResult(code, error=error, retry_after_s=parse_retry_after(answer.headers.get("retry-after")),
-                         is_ambiguous=code >= 500)
+    return refused(answer, error)

@@ -26,8 +26,16 @@ from switchboard.logs import get_logger
 from switchboard.outbound_http import MissingVariable, Resolver, expand_variables
 from switchboard.tickets.integrations.config import ZendeskAccount
 from switchboard.tickets.integrations.helpdesk_ticket import CallbackDetails
-from switchboard.tickets.integrations.policy import AttemptResult, parse_retry_after
-from switchboard.tickets.integrations.transport import HttpAnswer, OutboundFailure, answer_text, send
+from switchboard.tickets.integrations.policy import AttemptResult
+from switchboard.tickets.integrations.transport import (
+    HttpAnswer,
+    OutboundFailure,
+    answer_text,
+    not_sent,
+    refused,
+    send,
+    unconfigured,
+)
 
 REQUESTER_PREFIX = "switchboard-phone:"
 # The requester step refused for good (the API user may not manage end users; the number is already another
@@ -92,8 +100,7 @@ async def create_ticket(
     try:
         auth = (f"{expand_variables(account.email, environ)}/token", expand_variables(account.api_token, environ))
     except MissingVariable as exc:
-        return AttemptResult(None, error=f"the App server has no environment variable {exc.name}",
-                             is_configuration_error=True)
+        return unconfigured(exc)
     planned = json.loads(request_body)
     base = account.api_base_url + "/api/v2"
     common = {"allow_private_network": account.allow_private_network, "timeout_s": timeout_s, "resolver": resolver,
@@ -121,8 +128,7 @@ async def create_ticket(
             content=ticket_body, **common,  # type: ignore[arg-type]
         )
     except OutboundFailure as exc:
-        return AttemptResult(None, error=f"zendesk: {step}{exc}", is_ambiguous=exc.is_ambiguous,
-                             is_configuration_error=exc.is_refused)
+        return not_sent(exc, f"zendesk: {step}")
     if 200 <= answer.status_code < 300:
         try:
             ticket_id = str(json.loads(answer.body)["ticket"]["id"])
@@ -164,10 +170,7 @@ async def _find_or_create_requester(
 
 
 def _refused(answer: HttpAnswer, step: str) -> AttemptResult:
-    return AttemptResult(
-        answer.status_code, error=f"zendesk: {step}" + error_text(answer),
-        retry_after_s=parse_retry_after(answer.headers.get("retry-after")), is_ambiguous=answer.status_code >= 500,
-    )
+    return refused(answer, f"zendesk: {step}" + error_text(answer))
 
 
 def _json_bytes(value: object) -> bytes:
